@@ -1,0 +1,34 @@
+"""Recent health of each model: circuit state, last error, latency of the last call.
+
+Kept in the cache (Redis in full stack, shared by all processes): one write per model
+call (and one more when it failed), read by the admin, /ready/ and /status/.
+"""
+
+from django.core.cache import cache
+from django.utils import timezone
+
+from agents.breakers import circuit_state
+
+LAST_CALL = "orchestra:llm-health:{}:call"
+LAST_ERROR = "orchestra:llm-health:{}:error"
+
+
+def record_call(model, *, latency_ms: int, error: str | None) -> None:
+    now = timezone.now().isoformat()
+    values = {LAST_CALL.format(model.name): {"latency_ms": latency_ms, "at": now}}
+    if error:
+        values[LAST_ERROR.format(model.name)] = {"error": error, "at": now}
+    cache.set_many(values, timeout=None)
+
+
+def model_health(model) -> dict:
+    keys = LAST_CALL.format(model.name), LAST_ERROR.format(model.name)
+    recent = cache.get_many(keys)
+    last_call, last_error = recent.get(keys[0], {}), recent.get(keys[1], {})
+    return {
+        "circuit": circuit_state(model),
+        "last_latency_ms": last_call.get("latency_ms"),
+        "last_error": last_error.get("error"),
+        "last_error_at": last_error.get("at"),
+        "last_call_at": last_call.get("at"),
+    }

@@ -1,0 +1,14 @@
+from django.db import migrations
+
+from orchestra_site.roles import sync_roles
+
+
+class Migration(migrations.Migration):
+    """Operators manage the commerce configuration; viewers see it (DESIGN.md §4)."""
+
+    dependencies = [
+        ("agents", "0004_commerce"),
+        ("conversations", "0005_roles"),
+    ]
+
+    operations = [migrations.RunPython(sync_roles, migrations.RunPython.noop)]

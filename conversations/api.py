@@ -1,0 +1,246 @@
+"""REST endpoints for conversations and turns (DESIGN.md §4). Thin: services do the work."""
+
+import time
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import connection
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from conversations import selectors, services
+from conversations.events import TERMINAL_TYPES, event_buffer
+from conversations.models import Conversation, Turn
+from conversations.serializers import (
+    TURN_ID_VALIDATOR,
+    ConversationCreateInput,
+    ConversationOutput,
+    TurnCreateInput,
+    TurnOutput,
+    WaitQuery,
+)
+from orchestra_site.errors import OrchestraError
+from orchestra_site.openapi import ErrorSerializer
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class ConversationPagination(CursorPagination):
+    ordering = "-created_at"
+    page_size = 50
+
+
+class TurnPagination(CursorPagination):
+    ordering = "number"
+    page_size = 100
+
+
+class ConversationListCreate(APIView):
+    @extend_schema(
+        operation_id="conversations_list",
+        summary="List conversations",
+        description="Your conversations, newest first; staff with the view permission see all.",
+        responses=ConversationOutput(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        paginator = ConversationPagination()
+        page = paginator.paginate_queryset(
+            selectors.conversations_for_output(request.user), request, view=self
+        )
+        return paginator.get_paginated_response(ConversationOutput(page, many=True).data)
+
+    @extend_schema(
+        operation_id="conversations_create",
+        summary="Start a conversation",
+        request=ConversationCreateInput,
+        responses={201: ConversationOutput},
+        examples=[
+            OpenApiExample(
+                "With the default agent", value={"metadata": {"order": "A-1"}}, request_only=True
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        payload = ConversationCreateInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        conversation = services.conversation_create(
+            owner=request.user,
+            agent_slug=payload.validated_data.get("agent"),
+            metadata=payload.validated_data["metadata"],
+        )
+        return Response(ConversationOutput(conversation).data, status=status.HTTP_201_CREATED)
+
+
+def _visible_conversation(request: Request, conversation_id):
+    """The conversation if the user may see it; 404 otherwise (others' included)."""
+    return get_object_or_404(selectors.conversations_visible_to(request.user), pk=conversation_id)
+
+
+class ConversationDetail(APIView):
+    @extend_schema(
+        operation_id="conversations_retrieve",
+        summary="A conversation",
+        responses=ConversationOutput,
+    )
+    def get(self, request: Request, conversation_id) -> Response:
+        conversation = get_object_or_404(
+            selectors.conversations_for_output(request.user), pk=conversation_id
+        )
+        return Response(ConversationOutput(conversation).data)
+
+
+class ConversationClose(APIView):
+    @extend_schema(
+        operation_id="conversations_close",
+        summary="Close a conversation",
+        description="Closes it for good: queued or running turns are cancelled.",
+        request=None,
+        responses=ConversationOutput,
+    )
+    def post(self, request: Request, conversation_id) -> Response:
+        conversation = selectors.conversation_for_status_change(request.user, conversation_id)
+        if conversation is None:
+            if selectors.conversations_visible_to(request.user).filter(pk=conversation_id).exists():
+                raise PermissionDenied("You may view this conversation but not change it.")
+            raise NotFound()
+        conversation = services.conversation_close(conversation=conversation)
+        return Response(ConversationOutput(conversation).data)
+
+
+TURN_SUBMIT_EXAMPLES = [
+    OpenApiExample(
+        "A question",
+        value={"text": "Where is my parcel?", "turn_id": "msg-0001"},
+        request_only=True,
+    ),
+]
+
+
+class TurnListCreate(APIView):
+    @extend_schema(
+        operation_id="turns_list",
+        summary="Turns of a conversation, by number",
+        responses=TurnOutput(many=True),
+    )
+    def get(self, request: Request, conversation_id) -> Response:
+        conversation = _visible_conversation(request, conversation_id)
+        paginator = TurnPagination()
+        page = paginator.paginate_queryset(selectors.turns_of(conversation), request, view=self)
+        return paginator.get_paginated_response(TurnOutput(page, many=True).data)
+
+    @extend_schema(
+        operation_id="turns_submit",
+        summary="Submit a turn",
+        description=(
+            "Records the customer's message as the conversation's next turn and runs it. "
+            "The turn_id (body) or Idempotency-Key (header) makes retries safe: the same "
+            "key with the same text returns the existing turn with `Idempotent-Replayed: "
+            "true` and runs nothing; with another text it is `idempotency_mismatch`."
+        ),
+        parameters=[
+            OpenApiParameter(
+                IDEMPOTENCY_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="Same as turn_id.",
+            )
+        ],
+        request=TurnCreateInput,
+        responses={
+            202: OpenApiResponse(TurnOutput, description="A new turn, queued."),
+            200: OpenApiResponse(TurnOutput, description="A replay: the existing turn."),
+            409: OpenApiResponse(
+                ErrorSerializer, description="conversation_busy or conversation_closed."
+            ),
+            422: OpenApiResponse(ErrorSerializer, description="idempotency_mismatch."),
+        },
+        examples=TURN_SUBMIT_EXAMPLES,
+    )
+    def post(self, request: Request, conversation_id) -> Response:
+        payload = TurnCreateInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        turn_id = _turn_id(request, payload.validated_data.get("turn_id"))
+        try:
+            # Only the owner submits turns (staff speak through takeover, not as the customer).
+            submission = services.turn_submit(
+                conversation_id=conversation_id,
+                owner=request.user,
+                text=payload.validated_data["text"],
+                turn_id=turn_id,
+            )
+        except Conversation.DoesNotExist:
+            raise NotFound() from None
+        turn = submission.turn
+        headers = {"Location": reverse("api:turn-detail", args=[turn.conversation_id, turn.number])}
+        if submission.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(
+            TurnOutput(turn).data,
+            status=status.HTTP_200_OK if submission.replayed else status.HTTP_202_ACCEPTED,
+            headers=headers,
+        )
+
+
+def _turn_id(request: Request, body_turn_id: str | None) -> str | None:
+    header = request.headers.get(IDEMPOTENCY_HEADER)
+    if header is not None:
+        try:
+            TURN_ID_VALIDATOR(header)
+        except DjangoValidationError:
+            raise OrchestraError(
+                "Invalid Idempotency-Key header.",
+                details={IDEMPOTENCY_HEADER: [TURN_ID_VALIDATOR.message]},
+            ) from None
+        if body_turn_id is not None and body_turn_id != header:
+            raise OrchestraError(
+                "turn_id and the Idempotency-Key header differ.",
+                details={"turn_id": ["Must equal the Idempotency-Key header when both are sent."]},
+            )
+    return body_turn_id or header
+
+
+class TurnDetail(APIView):
+    @extend_schema(
+        operation_id="turns_retrieve",
+        summary="A turn",
+        description="With `?wait=N` (0-60), waits up to N seconds for the turn to end.",
+        parameters=[WaitQuery],
+        responses=TurnOutput,
+    )
+    def get(self, request: Request, conversation_id, number: int) -> Response:
+        query = WaitQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        turn = get_object_or_404(
+            selectors.turns_visible_to(request.user, conversation_id), number=number
+        )
+        if query.validated_data["wait"] and not turn.is_terminal:
+            turn = _wait_until_terminal(turn, query.validated_data["wait"])
+        return Response(TurnOutput(turn).data)
+
+
+def _wait_until_terminal(turn: Turn, wait_s: int) -> Turn:
+    """Block on the turn's event stream (not on the database) until it ends or time is up."""
+    deadline = time.monotonic() + wait_s
+    after_seq = 0
+    buffer = event_buffer()
+    # Hold no database connection while waiting: give it back to the pool.
+    connection.close()
+    while (remaining := deadline - time.monotonic()) > 0:
+        events = buffer.read(turn.pk, after_seq, timeout_s=min(remaining, 1.0))
+        if events:
+            after_seq = events[-1]["seq"]
+            if any(e["type"] in TERMINAL_TYPES for e in events):
+                break
+        else:
+            ended = Turn.objects.filter(pk=turn.pk, status__in=Turn.TERMINAL).exists()
+            connection.close()
+            if ended:
+                break
+    return Turn.objects.select_related("agent").get(pk=turn.pk)

@@ -1,0 +1,500 @@
+"""Turn execution: whoever holds a conversation's lock runs its turns in number order.
+
+A submission enqueues "run conversation X" (a Celery task in full stack, a job on the
+in-process pool in the embedded mode). The job takes the conversation's lock or, if
+another worker holds it, leaves: that worker re-checks for queued turns after releasing
+the lock, so a turn committed while it was busy is never stranded.
+"""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import structlog
+from django.conf import settings
+from django.db import close_old_connections, transaction
+
+from agents.models import Agent, RoutingRule
+from agents.providers.base import StreamAborted
+from agents.router import AllModelsFailed, ModelCall
+from agents.runtime import (
+    SINK_MESSAGES,
+    AgentOutcome,
+    RuntimeCallbacks,
+    Step,
+    StepLimitExceeded,
+    run_agent,
+)
+from billing.services import usage_record_create
+from conversations import metrics
+from conversations.echo import find_echo
+from conversations.events import event_buffer, publish
+from conversations.locks import acquire_conversation_lock
+from conversations.models import Conversation, Turn, TurnStep, text_digest
+from conversations.selectors import recent_replies
+from conversations.services import (
+    conversation_apply_sink,
+    turn_claim_next,
+    turn_extend_lease,
+    turn_finish,
+    turn_record_mood,
+    turns_recover,
+)
+
+log = structlog.get_logger("orchestra.turns")
+
+HISTORY_TURNS = 20
+
+
+def enqueue_conversation(conversation_id) -> None:
+    if settings.TURN_EXECUTOR == "celery":
+        from conversations.tasks import run_conversation_turns
+
+        run_conversation_turns.delay(str(conversation_id))
+    else:
+        local_worker().submit(conversation_id)
+
+
+def drain_conversation(conversation_id) -> int:
+    """Run the conversation's queued turns, in order, while holding its lock.
+
+    Returns how many turns this call ran.
+    """
+    ran = 0
+    while True:
+        lock = acquire_conversation_lock(conversation_id)
+        if lock is None:
+            return ran
+        heartbeat = Heartbeat(lock)
+        try:
+            while (turn := turn_claim_next(conversation_id=conversation_id)) is not None:
+                heartbeat.watch(turn)
+                execute_turn(turn, heartbeat)
+                heartbeat.watch(None)
+                ran += 1
+                if heartbeat.lock_lost:
+                    break
+        finally:
+            heartbeat.stop()
+            lock.release()
+        # A turn may have been committed after our last claim and before the release,
+        # while its own job found the lock taken: look once more.
+        pending = set(
+            Turn.objects.filter(
+                conversation_id=conversation_id, status__in=Turn.PENDING
+            ).values_list("status", flat=True)
+        )
+        if Turn.Status.QUEUED not in pending or Turn.Status.PROCESSING in pending:
+            return ran
+
+
+class Heartbeat:
+    """Renews the conversation lock and the current turn's lease while turns run.
+
+    `lock_lost`: the lock expired or was taken over, so this worker must stop draining.
+    A lease that could not be renewed concerns only the turn (and attempt) it was for.
+    """
+
+    def __init__(self, lock):
+        self._lock = lock
+        self._turn: Turn | None = None
+        self._lost_attempt: tuple[int, int] | None = None
+        self._stopped = threading.Event()
+        self.lock_lost = False
+        self._thread = threading.Thread(target=self._run, name="turn-heartbeat", daemon=True)
+        self._thread.start()
+
+    def watch(self, turn: Turn | None) -> None:
+        self._turn = turn
+
+    def lost(self, turn: Turn) -> bool:
+        return self.lock_lost or self._lost_attempt == (turn.pk, turn.attempt)
+
+    def _run(self) -> None:
+        interval = settings.TURN_LEASE_SECONDS / 3
+        failures = 0
+        while not self._stopped.wait(interval):
+            try:
+                self._renew()
+                failures = 0
+            except Exception:
+                # Redis or the database did not answer. Two misses in a row leave too
+                # little of the lease to trust: stop, rather than let recovery hand the
+                # turn to another worker while this one still runs it.
+                failures += 1
+                log.warning("turn.heartbeat_failed", failures=failures, exc_info=True)
+                if failures >= 2:
+                    self.lock_lost = True
+            finally:
+                close_old_connections()  # give the connection back between beats
+
+    def _renew(self) -> None:
+        turn = self._turn
+        if not self._lock.extend():
+            self.lock_lost = True
+            log.warning("turn.lock_lost")
+        # A turn that ended meanwhile has no lease to renew: that is no loss.
+        elif turn is not None and not turn_extend_lease(turn=turn) and self._turn is turn:
+            self._lost_attempt = (turn.pk, turn.attempt)
+            log.warning("turn.lease_lost", turn=turn.pk)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+class DeltaPublisher:
+    """Publishes streamed text as turn.delta events, coalescing bursts.
+
+    Deltas that arrive within TURN_DELTA_COALESCE_MS of the last event are sent together,
+    so a fast model does not turn into one Redis round trip per token. Knows when the
+    turn's stream has ended (the turn was cancelled) so the runtime can stop.
+    """
+
+    def __init__(self, turn: Turn):
+        self.turn = turn
+        self.ended = False
+        self.first_delta_at: datetime | None = None
+        self._pending: list[str] = []
+        self._last_sent = 0.0
+        self._window = settings.TURN_DELTA_COALESCE_MS / 1000
+
+    def add(self, text: str) -> None:
+        if self.first_delta_at is None:
+            self.first_delta_at = datetime.now(UTC)
+        self._pending.append(text)
+        if time.monotonic() - self._last_sent >= self._window:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending or self.ended:
+            return
+        text, self._pending = "".join(self._pending), []
+        self._last_sent = time.monotonic()
+        if self.publish_event("turn.delta", text=text) is None:
+            self.ended = True
+
+    def reset(self) -> None:
+        self._pending = []
+        self.first_delta_at = None
+        if self.publish_event("turn.reset") is None:
+            self.ended = True
+
+    def publish_event(self, event_type: str, **data) -> dict | None:
+        """Publish any event of this attempt (fenced: a newer attempt's stream refuses it)."""
+        return publish(turn=self.turn, event_type=event_type, attempt=self.turn.attempt, **data)
+
+
+def _route(turn: Turn) -> tuple[Agent, str]:
+    """The agent for this turn and why: the first matching active routing rule by
+    priority, else the conversation's agent, else the default agent."""
+    rules = RoutingRule.objects.filter(is_active=True, agent__is_active=True).select_related(
+        "agent"
+    )
+    for rule in rules.order_by("priority", "name"):
+        if rule.matches(turn.input):
+            return rule.agent, f"rule:{rule.name}"
+    agent = turn.conversation.agent
+    if agent.is_active:
+        return agent, "conversation_agent"
+    default = Agent.objects.filter(is_default=True, is_active=True).first()
+    if default is None:
+        raise LookupError("The conversation's agent is inactive and no default agent is set.")
+    return default, "default_agent"
+
+
+class TurnRun:
+    """One attempt at one turn: wires the runtime's callbacks to events, usage records
+    and the turn's steps."""
+
+    def __init__(self, turn: Turn, heartbeat: Heartbeat):
+        self.turn = turn
+        self.heartbeat = heartbeat
+        self.deltas = DeltaPublisher(turn)
+        self.steps: list[Step] = []
+        self.agent: Agent | None = None
+        self.deadline = time.monotonic() + settings.TURN_TIMEOUT_SECONDS
+        self.timed_out = False
+
+    def callbacks(self) -> RuntimeCallbacks:
+        return RuntimeCallbacks(
+            on_delta=self.deltas.add,
+            on_reset=self.deltas.reset,
+            on_tool=self._on_tool,
+            on_model_call=self._on_model_call,
+            on_step=self.steps.append,
+            should_stop=self.should_stop,
+        )
+
+    def should_stop(self) -> bool:
+        if time.monotonic() > self.deadline:
+            self.timed_out = True
+        return self.timed_out or self.deltas.ended or self.heartbeat.lost(self.turn)
+
+    def _on_tool(self, name: str, status: str, summary: str) -> None:
+        self.deltas.flush()
+        self.deltas.publish_event("turn.tool", name=name, status=status, summary=summary)
+
+    def _on_model_call(self, call: ModelCall) -> None:
+        usage_record_create(
+            turn_id=self.turn.pk,
+            agent_id=self.agent.pk,
+            provider_id=call.model.provider_id,
+            model_id=call.model.pk,
+            attempt=call.attempt,
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            cached_tokens=call.cached_tokens,
+            tokens_estimated=call.tokens_estimated,
+            latency_ms=call.latency_ms,
+            ttft_ms=call.ttft_ms,
+            outcome=call.outcome,
+            error_class=call.error_class,
+        )
+
+    def save_steps(self) -> None:
+        TurnStep.objects.bulk_create(
+            TurnStep(
+                turn=self.turn,
+                attempt=self.turn.attempt,
+                index=index,
+                kind=step.kind,
+                name=step.name,
+                arguments=step.arguments,
+                result=step.result,
+                error=step.error[:500],
+                duration_ms=step.duration_ms,
+            )
+            for index, step in enumerate(self.steps, start=1)
+        )
+
+
+FAILURES = {
+    AllModelsFailed: (
+        "provider_unavailable",
+        "No model of this agent is available right now. Please try again shortly.",
+    ),
+    StepLimitExceeded: (
+        "tool_step_limit",
+        "The agent could not finish its answer within its step limit.",
+    ),
+}
+
+
+def execute_turn(turn: Turn, heartbeat: Heartbeat) -> None:
+    """Run one claimed turn to its end. Precondition: the conversation lock is held."""
+    structlog.contextvars.bind_contextvars(turn=turn.pk, attempt=turn.attempt)
+    run = TurnRun(turn, heartbeat)
+    if turn.attempt > 1 and event_buffer().has_events(turn.pk):
+        run.deltas.reset()  # an earlier attempt may have streamed text: start the text over
+    metrics.TURNS_IN_PROGRESS.inc()
+    agent_slug = turn.conversation.agent.slug
+    try:
+        agent, intent = _route(turn)
+        run.agent, agent_slug = agent, agent.slug
+        if turn_record_mood(turn=turn, agent=agent):
+            outcome, echo, intent = _escalate_for_mood(run), None, "mood_escalation"
+        else:
+            outcome, echo = _generate(run)
+        _complete(run, intent, outcome, echo)
+    except StreamAborted:
+        if run.timed_out:
+            log.warning("turn.failed", code="turn_timeout")
+            _fail(run, "turn_timeout", "The answer took too long. Try again.", agent_slug)
+        else:
+            log.info("turn.aborted", reason="cancelled" if run.deltas.ended else "lease_lost")
+    except Exception as error:
+        code, message = FAILURES.get(type(error), ("internal", ""))
+        if code == "internal":
+            log.exception("turn.failed")
+            message = "The agent failed while answering. Try again."
+        else:
+            log.warning("turn.failed", code=code, detail=str(error))
+        _fail(run, code, message, agent_slug)
+    finally:
+        metrics.TURNS_IN_PROGRESS.dec()
+        structlog.contextvars.unbind_contextvars("turn", "attempt")
+
+
+def _fail(run: TurnRun, code: str, message: str, agent_slug: str) -> None:
+    with transaction.atomic():
+        finished = turn_finish(
+            turn=run.turn,
+            status=Turn.Status.FAILED,
+            error_code=code,
+            error_message=message,
+            agent=run.agent,
+        )
+        if finished:
+            run.save_steps()
+    if finished:
+        run.deltas.flush()
+        run.deltas.publish_event(
+            "turn.failed",
+            status=Turn.Status.FAILED,
+            error={"code": code, "message": message},
+        )
+        metrics.TURNS.labels(Turn.Status.FAILED, agent_slug).inc()
+
+
+def _escalate_for_mood(run: TurnRun) -> AgentOutcome:
+    text = SINK_MESSAGES["escalated"]
+    run.deltas.add(text)
+    run.deltas.flush()
+    return AgentOutcome(text=text, sink="escalated")
+
+
+def _generate(run: TurnRun):
+    """Produce the reply, applying the agent's anti-echo policy. Returns (outcome, echo)."""
+    turn, agent = run.turn, run.agent
+    recent = recent_replies(
+        conversation_id=turn.conversation_id,
+        before_number=turn.number,
+        limit=max(HISTORY_TURNS, agent.echo_window),
+    )
+    history = [(text, reply) for _, text, reply, _ in reversed(recent[:HISTORY_TURNS])]
+    replies = [(number, reply, digest) for number, _, reply, digest in recent[: agent.echo_window]]
+
+    def attempt(avoid_repeating: bool) -> AgentOutcome:
+        outcome = run_agent(
+            agent=agent,
+            history=history,
+            text=turn.input,
+            callbacks=run.callbacks(),
+            conversation_id=str(turn.conversation_id),
+            avoid_repeating=avoid_repeating,
+        )
+        run.deltas.flush()
+        if run.deltas.ended:
+            raise StreamAborted()
+        return outcome
+
+    outcome = attempt(avoid_repeating=False)
+    if agent.anti_echo == Agent.AntiEcho.OFF or outcome.sink:
+        return outcome, None
+    match = find_echo(replies=replies, output=outcome.text, threshold=agent.echo_threshold)
+    if match is None:
+        return outcome, None
+    echo = {"action": "flagged", "similar_to": match.similar_to, "score": match.score}
+    if agent.anti_echo == Agent.AntiEcho.REGENERATE:
+        run.deltas.reset()
+        second = attempt(avoid_repeating=True)
+        again = find_echo(replies=replies, output=second.text, threshold=agent.echo_threshold)
+        echo = {
+            "action": "regenerated",
+            "similar_to": match.similar_to,
+            "score": match.score,
+            "first_output": outcome.text,
+            "regenerated_score": again.score if again else None,
+        }
+        second.input_tokens += outcome.input_tokens
+        second.output_tokens += outcome.output_tokens
+        second.model_ms += outcome.model_ms
+        outcome = second
+    metrics.ECHO.labels(echo["action"]).inc()
+    return outcome, echo
+
+
+def _complete(run: TurnRun, intent: str, outcome: AgentOutcome, echo) -> None:
+    turn, deltas = run.turn, run.deltas
+    ttft_ms = (
+        int((deltas.first_delta_at - turn.created_at).total_seconds() * 1000)
+        if deltas.first_delta_at
+        else None
+    )
+    with transaction.atomic():
+        if outcome.sink:
+            # The conversation before the turn: the lock order every writer keeps.
+            Conversation.objects.select_for_update().only("pk").get(pk=turn.conversation_id)
+        finished = turn_finish(
+            turn=turn,
+            status=Turn.Status.COMPLETED,
+            output=outcome.text,
+            output_hash=text_digest(outcome.text),
+            agent=run.agent,
+            intent=intent,
+            echo=echo,
+            input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens,
+            ttft_ms=ttft_ms,
+            model_ms=outcome.model_ms,
+        )
+        if finished:
+            run.save_steps()
+            if outcome.sink:
+                conversation_apply_sink(
+                    conversation_id=turn.conversation_id,
+                    sink=outcome.sink,
+                    transfer_to=outcome.transfer_to,
+                )
+    if not finished:
+        log.warning("turn.stale_completion_rejected")
+        return
+    deltas.publish_event(
+        "turn.completed",
+        status=Turn.Status.COMPLETED,
+        output=outcome.text,
+        usage=turn.usage,
+        cost_usd=str(turn.cost_usd),
+        echo=turn.public_echo,
+    )
+    metrics.TURNS.labels(Turn.Status.COMPLETED, run.agent.slug).inc()
+    metrics.TURN_LATENCY.observe(turn.latency_ms / 1000)
+    if ttft_ms is not None:
+        metrics.TURN_TTFT.observe(ttft_ms / 1000)
+
+
+class LocalWorker:
+    """The embedded mode's workers: a thread pool off the server's event loop, and a
+    recovery timer standing in for Celery beat."""
+
+    def __init__(self):
+        self._stopping = threading.Event()
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.TURN_WORKER_THREADS, thread_name_prefix="turn-worker"
+        )
+        self._recovery = threading.Thread(
+            target=self._recover_forever, daemon=True, name="turn-recovery"
+        )
+        self._recovery.start()
+
+    def submit(self, conversation_id) -> None:
+        self._pool.submit(self._run, conversation_id)
+
+    @staticmethod
+    def _run(conversation_id) -> None:
+        try:
+            drain_conversation(conversation_id)
+        except Exception:
+            log.exception("turn.worker_crashed", conversation=str(conversation_id))
+        finally:
+            close_old_connections()
+
+    def _recover_forever(self) -> None:
+        interval = float(settings.CELERY_BEAT_SCHEDULE["recover-turns"]["schedule"])
+        while not self._stopping.is_set():
+            try:
+                turns_recover()
+            except Exception:
+                log.exception("turn.recovery_failed")
+            finally:
+                close_old_connections()
+            self._stopping.wait(interval)
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop the recovery timer and let running turns finish (queued jobs are dropped:
+        recovery enqueues their turns again at the next start)."""
+        self._stopping.set()
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
+_local_worker: LocalWorker | None = None
+_local_worker_mutex = threading.Lock()
+
+
+def local_worker() -> LocalWorker:
+    global _local_worker
+    with _local_worker_mutex:
+        if _local_worker is None:
+            _local_worker = LocalWorker()
+        return _local_worker

@@ -1,0 +1,13 @@
+from django.db import migrations
+
+from orchestra_site.roles import sync_roles
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("conversations", "0001_initial"),
+        ("agents", "0001_initial"),
+        ("orchestra", "0002_roles"),
+    ]
+
+    operations = [migrations.RunPython(sync_roles, migrations.RunPython.noop)]

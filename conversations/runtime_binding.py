@@ -1,0 +1,42 @@
+"""Ties the in-process machinery to the ASGI server that hosts it.
+
+On the server's first call: channel-layer sends from worker threads are scheduled on the
+server's event loop (the in-memory layer lives there), and in the embedded mode the local
+turn workers start, so turns left queued by a previous run are recovered at once.
+"""
+
+from django.conf import settings
+
+from conversations.events import layer_sender
+
+
+class BindWorkersToServer:
+    def __init__(self, app):
+        self.app = app
+        self._bound = False
+
+    def _bind(self) -> None:
+        if not self._bound:
+            self._bound = True
+            layer_sender.bind_running_loop()
+            if settings.TURN_EXECUTOR == "threads":
+                from conversations.execution import local_worker
+
+                local_worker()
+
+    async def __call__(self, scope, receive, send):
+        self._bind()
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return None
+        return await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _lifespan(receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,70 @@
+from decimal import Decimal
+
+from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+
+from conversations.models import Conversation, Turn
+
+
+def can_view_all(user) -> bool:
+    return user.is_staff and user.has_perm("conversations.view_conversation")
+
+
+def conversations_visible_to(user) -> QuerySet[Conversation]:
+    """A user's own conversations; staff with the view permission see all."""
+    queryset = Conversation.objects.all()
+    return queryset if can_view_all(user) else queryset.filter(owner=user)
+
+
+def conversations_for_output(user) -> QuerySet[Conversation]:
+    """The visible conversations with what their API representation needs: the agent and
+    the cost of their turns (a subquery per row, so only where it is shown)."""
+    return (
+        conversations_visible_to(user)
+        .select_related("agent")
+        .annotate(
+            total_cost_usd=Coalesce(
+                Subquery(
+                    Turn.objects.filter(conversation=OuterRef("pk"))
+                    .values("conversation")
+                    .annotate(total=Sum("cost_usd"))
+                    .values("total")
+                ),
+                Value(Decimal("0")),
+                output_field=DecimalField(max_digits=14, decimal_places=6),
+            )
+        )
+    )
+
+
+def turns_visible_to(user, conversation_id) -> QuerySet[Turn]:
+    """The turns of a conversation the user may see, in one query (no conversation read)."""
+    queryset = Turn.objects.filter(conversation_id=conversation_id).select_related("agent")
+    return queryset if can_view_all(user) else queryset.filter(conversation__owner=user)
+
+
+def turns_of(conversation: Conversation) -> QuerySet[Turn]:
+    return Turn.objects.filter(conversation=conversation).select_related("agent").order_by("number")
+
+
+def conversation_for_status_change(user, conversation_id) -> Conversation | None:
+    """The owner, or staff allowed to change conversations (operators)."""
+    queryset = Conversation.objects.filter(pk=conversation_id)
+    if not (user.is_staff and user.has_perm("conversations.change_conversation")):
+        queryset = queryset.filter(owner=user)
+    return queryset.first()
+
+
+def recent_replies(*, conversation_id, before_number: int, limit: int):
+    """The conversation's last `limit` completed turns before `before_number`, newest
+    first, as (number, input, output, output hash): the model's history and the replies
+    anti-echo compares with, in one query."""
+    return list(
+        Turn.objects.filter(
+            conversation_id=conversation_id,
+            status=Turn.Status.COMPLETED,
+            number__lt=before_number,
+        )
+        .order_by("-number")
+        .values_list("number", "input", "output", "output_hash")[:limit]
+    )

@@ -1,0 +1,13 @@
+from django.contrib import admin
+
+
+class OrchestraAdminSite(admin.AdminSite):
+    site_header = "Orchestra back-office"
+    site_title = "Orchestra back-office"
+    index_title = "Dashboard"
+
+    def index(self, request, extra_context=None):
+        from orchestra_site.dashboard import render_widgets
+
+        extra_context = {**(extra_context or {}), "dashboard_widgets": render_widgets(request)}
+        return super().index(request, extra_context)

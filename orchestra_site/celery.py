@@ -1,0 +1,36 @@
+"""The Celery app. Tasks carry the request id of whoever enqueued them."""
+
+import os
+
+import structlog
+from celery import Celery
+from celery.signals import before_task_publish, task_postrun, task_prerun
+
+from orchestra_site.request_id import bind_request_id, current_request_id, resolve_request_id
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestra_site.settings")
+
+app = Celery("orchestra")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+REQUEST_ID_HEADER = "request_id"
+
+
+@before_task_publish.connect
+def _attach_request_id(headers=None, **_kwargs):
+    request_id = current_request_id()
+    if headers is not None and request_id:
+        headers[REQUEST_ID_HEADER] = request_id
+
+
+@task_prerun.connect
+def _bind_request_id(task=None, **_kwargs):
+    incoming = getattr(task.request, REQUEST_ID_HEADER, None) if task else None
+    bind_request_id(resolve_request_id(incoming))
+    structlog.contextvars.bind_contextvars(task=task.name if task else None)
+
+
+@task_postrun.connect
+def _clear_request_id(**_kwargs):
+    structlog.contextvars.clear_contextvars()

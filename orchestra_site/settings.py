@@ -1,0 +1,307 @@
+"""Orchestra settings: one module, every value from the environment.
+
+Two modes (docs/architecture.md):
+- embedded (default): no DATABASE_URL / REDIS_URL; SQLite under var/, in-memory channel
+  layer, local-memory cache, turns run on in-process worker threads.
+- full stack: DATABASE_URL and REDIS_URL set; PostgreSQL, Redis channel layer and cache,
+  Celery workers.
+
+DJANGO_ENV=production refuses to start with an insecure configuration.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from orchestra_site.logging import build_logging_config
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+env.smart_cast = False
+
+DJANGO_ENV = env.str("DJANGO_ENV", default="development")
+if DJANGO_ENV not in {"development", "production", "test"}:
+    raise ImproperlyConfigured(
+        f"DJANGO_ENV must be development, production or test, not {DJANGO_ENV!r}."
+    )
+PRODUCTION = DJANGO_ENV == "production"
+
+DATA_DIR = Path(env.str("ORCHESTRA_DATA_DIR", default=str(BASE_DIR / "var")))
+
+# Public on purpose: refused in production (below).
+DEVELOPMENT_SECRET_KEY = "django-insecure-orchestra-development-key-do-not-use-in-production"  # noqa: S105
+SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
+DEBUG = env.bool("DEBUG", default=not PRODUCTION and DJANGO_ENV != "test")
+ALLOWED_HOSTS = [
+    host.strip()
+    for host in env.list(
+        "ALLOWED_HOSTS", default=[] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]"]
+    )
+    if host.strip()
+]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in env.list("CSRF_TRUSTED_ORIGINS", default=[])]
+
+if PRODUCTION:
+    if SECRET_KEY == DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set to a random value of at least 50 characters "
+            "when DJANGO_ENV=production."
+        )
+    if DEBUG:
+        raise ImproperlyConfigured("DEBUG must be off when DJANGO_ENV=production.")
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DJANGO_ENV=production.")
+
+DATABASE_URL = env.str("DATABASE_URL", default="")
+REDIS_URL = env.str("REDIS_URL", default="")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+# Full stack means the shared services are there: locks, breakers, event buffers and
+# the channel layer live in Redis, and turns run on Celery workers.
+FULL_STACK = bool(REDIS_URL)
+
+INSTALLED_APPS = [
+    "orchestra_site.apps.OrchestraAdminConfig",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "import_export",
+    "orchestra_site.apps.OrchestraSiteConfig",
+    "agents",
+    "billing",
+    "conversations",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "orchestra_site.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "orchestra_site.urls"
+ASGI_APPLICATION = "orchestra_site.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+if DATABASE_URL:
+    DATABASES = {"default": env.db_url("DATABASE_URL")}
+    DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=20)
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_MAX_SIZE:
+        # A connection pool per process: the ASGI server runs each request on its own
+        # thread, so persistent per-thread connections (CONN_MAX_AGE) would pile up.
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": DATABASE_POOL_MAX_SIZE,
+            "timeout": 10,
+        }
+    else:
+        DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+else:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "orchestra.sqlite3",
+            # Worker threads and the server share one file: wait for the write lock.
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    }
+# django-prometheus wraps the real backends to count queries and errors.
+_PROMETHEUS_DB_ENGINES = {
+    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+}
+DATABASES["default"]["ENGINE"] = _PROMETHEUS_DB_ENGINES.get(
+    DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"]
+)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_prometheus.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_prometheus.cache.backends.locmem.LocMemCache",
+            "LOCATION": "orchestra",
+        }
+    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+# Only collectstatic needs it (production); outside production files come from the apps.
+STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles") if PRODUCTION else "")
+STATIC_ROOT = Path(STATIC_ROOT) if STATIC_ROOT else None
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# Outside production the files are served straight from the apps, no collectstatic.
+WHITENOISE_USE_FINDERS = not PRODUCTION
+
+LOGIN_URL = "admin:login"
+
+# --- Security (production) -------------------------------------------------------
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    # Probes and Prometheus scrape over plain HTTP inside the cluster.
+    SECURE_REDIRECT_EXEMPT = [r"^health/$", r"^ready/$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- REST API ----------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "orchestra_site.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("API_THROTTLE_ANON", default="60/minute"),
+        "user": env.str("API_THROTTLE_USER", default="1200/minute"),
+    },
+    "EXCEPTION_HANDLER": "orchestra_site.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "orchestra_site.openapi.OrchestraAutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Orchestra API",
+    "DESCRIPTION": (
+        "Conversations with AI agents, shipping quotes and usage. Authenticate with "
+        "`Authorization: Bearer <API key>`. Every error has the shape "
+        '`{"error": {"code", "message", "details"}}`.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Celery --------------------------------------------------------------------------
+# The longest a turn may run; the broker must not redeliver a task before that.
+TURN_TIMEOUT_SECONDS = env.int("TURN_TIMEOUT_SECONDS", default=300)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=TURN_TIMEOUT_SECONDS * 4)
+}
+if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= TURN_TIMEOUT_SECONDS:
+    raise ImproperlyConfigured(
+        "CELERY_VISIBILITY_TIMEOUT must be longer than TURN_TIMEOUT_SECONDS, or the broker "
+        "redelivers turns that are still running."
+    )
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "recover-turns": {
+        "task": "conversations.recover_turns",
+        "schedule": env.float("TURN_RECOVERY_INTERVAL_SECONDS", default=15.0),
+    },
+}
+
+# --- Logging ---------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("LOG_FORMAT", default="json" if PRODUCTION or FULL_STACK else "console")
+if LOG_FORMAT not in {"json", "console"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or console, not {LOG_FORMAT!r}.")
+LOGGING = build_logging_config(json_lines=LOG_FORMAT == "json", level=LOG_LEVEL)
+
+# --- Orchestra -------------------------------------------------------------------------
+ORCHESTRA_ADMIN_USER = env.str("ORCHESTRA_ADMIN_USER", default="")
+ORCHESTRA_ADMIN_PASSWORD = env.str("ORCHESTRA_ADMIN_PASSWORD", default="")
+# Turn execution: Celery workers in full stack, in-process threads in the embedded mode.
+TURN_EXECUTOR = env.str("TURN_EXECUTOR", default="celery" if FULL_STACK else "threads")
+if TURN_EXECUTOR not in {"celery", "threads"}:
+    raise ImproperlyConfigured(f"TURN_EXECUTOR must be celery or threads, not {TURN_EXECUTOR!r}.")
+TURN_WORKER_THREADS = env.int("TURN_WORKER_THREADS", default=4)
+# A worker holds a turn's lease (and its conversation's lock) for this long, renewing it
+# every third of it while the turn runs; an expired lease means the worker is gone.
+TURN_LEASE_SECONDS = env.int("TURN_LEASE_SECONDS", default=30)
+TURN_MAX_ATTEMPTS = 3
+# Queued turns older than this with no worker on them are enqueued again.
+TURN_REQUEUE_AFTER_SECONDS = env.int("TURN_REQUEUE_AFTER_SECONDS", default=30)
+TURN_EVENTS_MAXLEN = env.int("TURN_EVENTS_MAXLEN", default=5000)
+TURN_EVENTS_TTL_SECONDS = env.int("TURN_EVENTS_TTL_SECONDS", default=3600)
+# Deltas produced closer together than this are sent as one event.
+TURN_DELTA_COALESCE_MS = env.int("TURN_DELTA_COALESCE_MS", default=20)
+# Wait before the first retry of a failed model call (then doubling, with jitter).
+LLM_RETRY_BACKOFF_S = env.float("LLM_RETRY_BACKOFF_S", default=0.5)
+LOCAL_MODEL_TOKEN_DELAY_MS = env.int("LOCAL_MODEL_TOKEN_DELAY_MS", default=40)
+# Encrypts provider API keys stored in the database; defaults to a key derived from
+# SECRET_KEY (changing it then makes stored keys unreadable: they must be entered again).
+ORCHESTRA_ENCRYPTION_KEY = env.str("ORCHESTRA_ENCRYPTION_KEY", default="")
+READY_CHECK_TIMEOUT_SECONDS = env.float("READY_CHECK_TIMEOUT_SECONDS", default=2.0)
+READY_DEGRADED_LATENCY_MS = env.float("READY_DEGRADED_LATENCY_MS", default=500.0)

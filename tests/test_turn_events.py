@@ -1,0 +1,279 @@
+"""A turn's events: numbered, buffered, and served as Server-Sent Events (DESIGN.md §3, §4).
+
+GET …/turns/{n}/events/ is an async view; it is requested through Django's AsyncClient.
+"""
+
+import json
+
+import pytest
+
+from conversations.events import _keys, event_buffer, publish
+from conversations.execution import drain_conversation
+from conversations.models import Turn
+from conversations.services import conversation_close, turn_submit
+from tests.turn_helpers import (
+    TRANSACTIONAL,
+    buffered,
+    events_path,
+    redis_client,
+    seqs,
+    sse_get,
+    submit,
+    types_of,
+    wait_for_turn,
+)
+
+pytest_plugins = ["tests.turn_fixtures"]
+
+QUESTION = "Where is my parcel?"
+
+
+@pytest.fixture
+def alice_key(alice, api_key_for) -> str:
+    return api_key_for(alice, name="sse")
+
+
+@pytest.fixture
+def finished_turn(conversation) -> Turn:
+    """A completed turn whose events are in its buffer."""
+    turn = submit(conversation, QUESTION, "msg-1").turn
+    assert drain_conversation(conversation.pk) == 1
+    turn.refresh_from_db()
+    assert turn.status == Turn.Status.COMPLETED
+    return turn
+
+
+def forget_buffer(turn: Turn) -> None:
+    """What the buffer's expiry does, now."""
+    assert redis_client().delete(*_keys(turn.pk)) >= 1
+
+
+def as_frames(events: list[dict]) -> list[dict]:
+    return [{"id": event["seq"], "event": event["type"], "data": event} for event in events]
+
+
+# --- the event buffer ----------------------------------------------------------------------
+
+
+def test_events_are_numbered_from_one_and_an_ended_stream_takes_no_more(finished_turn):
+    events = buffered(finished_turn)
+    assert seqs(events) == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "turn.completed"
+
+    assert publish(turn=finished_turn, event_type="turn.delta", text="late") is None
+    assert event_buffer().append(finished_turn.pk, {"type": "turn.reset"}) is None
+    assert buffered(finished_turn) == events
+
+
+def test_reading_after_a_seq_returns_only_the_later_events(finished_turn):
+    events = buffered(finished_turn)
+
+    assert event_buffer().read(finished_turn.pk, 2) == events[2:]
+    assert event_buffer().read(finished_turn.pk, len(events)) == []
+
+
+# --- SSE -------------------------------------------------------------------------------------
+
+
+def test_the_stream_of_a_finished_turn_is_its_events_then_the_end(finished_turn, alice_key):
+    answer = sse_get(events_path(finished_turn), api_key=alice_key)
+
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+    assert answer.headers["Cache-Control"] == "no-cache"
+    events = buffered(finished_turn)
+    assert answer.body.decode() == "".join(
+        f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
+        for event in events
+    )
+    assert answer.frames()[-1]["event"] == "turn.completed"
+    assert answer.frames()[-1]["data"]["output"] == finished_turn.output
+
+
+def test_last_event_id_resumes_with_the_next_event_exactly(finished_turn, alice_key):
+    events = buffered(finished_turn)
+
+    for last_seen in range(len(events)):
+        answer = sse_get(
+            events_path(finished_turn), api_key=alice_key, last_event_id=str(last_seen)
+        )
+
+        assert answer.frames() == as_frames(events[last_seen:]), last_seen
+
+
+@TRANSACTIONAL
+def test_a_live_stream_resumed_after_a_dropped_connection_loses_and_repeats_nothing(
+    alice, api_key_for, conversation, threads_executor, settings, local_model_delay
+):
+    # given a turn being streamed word by word
+    local_model_delay(25)
+    settings.TURN_DELTA_COALESCE_MS = 0
+    key = api_key_for(alice)
+    turn = turn_submit(conversation_id=conversation.pk, text=QUESTION, turn_id="msg-1").turn
+
+    # when the client reads three events, loses the connection, and reconnects
+    before_drop = sse_get(events_path(turn), api_key=key, max_frames=3).frames()
+    assert Turn.objects.get(pk=turn.pk).status in Turn.PENDING
+    after_drop = sse_get(
+        events_path(turn), api_key=key, last_event_id=str(before_drop[-1]["id"])
+    ).frames()
+
+    # then it saw every event of the turn exactly once, in order, up to the end
+    turn = wait_for_turn(turn)
+    seen = before_drop + after_drop
+    assert [frame["id"] for frame in before_drop] == [1, 2, 3]
+    assert seen == as_frames(buffered(turn))
+    assert seen[-1]["event"] == "turn.completed"
+    assert "".join(f["data"]["text"] for f in seen if f["event"] == "turn.delta") == turn.output
+
+
+def test_a_finished_turn_whose_buffer_expired_is_replayed_from_the_database(
+    finished_turn, alice_key
+):
+    forget_buffer(finished_turn)
+    base = {
+        "conversation": str(finished_turn.conversation_id),
+        "turn_id": "msg-1",
+        "number": 1,
+    }
+
+    answer = sse_get(events_path(finished_turn), api_key=alice_key)
+
+    assert answer.status_code == 200
+    assert answer.frames() == as_frames(
+        [
+            {**base, "type": "turn.accepted", "replayed": False, "seq": 1},
+            {**base, "type": "turn.delta", "text": finished_turn.output, "seq": 2},
+            {
+                **base,
+                "type": "turn.completed",
+                "status": "completed",
+                "output": finished_turn.output,
+                "usage": finished_turn.usage,
+                "cost_usd": "0.000000",
+                "echo": None,
+                "seq": 3,
+            },
+        ]
+    )
+    # A client that saw part of the stream gets the text over again after a reset, numbered
+    # after what it saw.
+    resumed = sse_get(events_path(finished_turn), api_key=alice_key, last_event_id="1")
+    assert [(frame["id"], frame["event"]) for frame in resumed.frames()] == [
+        (2, "turn.reset"),
+        (3, "turn.delta"),
+        (4, "turn.completed"),
+    ]
+
+
+def test_a_cancelled_turn_whose_buffer_expired_is_replayed_as_cancelled(
+    conversation, alice_key, django_capture_on_commit_callbacks
+):
+    turn = submit(conversation, QUESTION, "msg-1").turn
+    with django_capture_on_commit_callbacks(execute=True):
+        conversation_close(conversation=conversation)
+    forget_buffer(turn)
+
+    frames = sse_get(events_path(turn), api_key=alice_key).frames()
+
+    assert [frame["event"] for frame in frames] == ["turn.accepted", "turn.failed"]
+    assert frames[-1]["data"]["status"] == "cancelled"
+    assert frames[-1]["data"]["error"] == {
+        "code": "cancelled",
+        "message": "The conversation was closed.",
+    }
+
+
+@pytest.mark.parametrize("last_event_id", ["abc", "-1", "1.5", "1234567890", "0x10"])
+def test_an_invalid_last_event_id_is_a_validation_error(finished_turn, alice_key, last_event_id):
+    answer = sse_get(events_path(finished_turn), api_key=alice_key, last_event_id=last_event_id)
+
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "error": {
+            "code": "validation_error",
+            "message": "Last-Event-ID must be a non-negative integer.",
+            "details": {"Last-Event-ID": ["A non-negative integer."]},
+        }
+    }
+
+
+@pytest.mark.parametrize("api_key", [None, "orc_not-a-real-key"])
+def test_the_stream_needs_credentials(finished_turn, api_key):
+    answer = sse_get(events_path(finished_turn), api_key=api_key)
+
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "not_authenticated"
+    assert answer.headers["WWW-Authenticate"] == 'Bearer realm="api"'
+
+
+def test_another_users_stream_is_not_found(finished_turn, bob, api_key_for):
+    answer = sse_get(events_path(finished_turn), api_key=api_key_for(bob))
+
+    assert answer.status_code == 404
+    assert answer.json() == {"error": {"code": "not_found", "message": "Not found.", "details": {}}}
+
+
+def test_staff_with_the_view_permission_may_follow_a_stream(finished_turn, staff_user, api_key_for):
+    answer = sse_get(events_path(finished_turn), api_key=api_key_for(staff_user))
+
+    assert answer.status_code == 200
+    assert answer.frames() == as_frames(buffered(finished_turn))
+
+
+def test_an_unknown_turn_number_is_not_found(finished_turn, alice_key):
+    path = f"/api/v1/conversations/{finished_turn.conversation_id}/turns/2/events/"
+
+    assert sse_get(path, api_key=alice_key).status_code == 404
+
+
+# --- found bugs --------------------------------------------------------------------------------
+
+
+def test_resuming_after_the_terminal_event_ends_the_stream_at_once(finished_turn, alice_key):
+    last = str(buffered(finished_turn)[-1]["seq"])
+
+    answer = sse_get(events_path(finished_turn), api_key=alice_key, last_event_id=last, timeout=3)
+
+    assert (answer.status_code, answer.frames()) == (200, [])
+
+
+def test_resuming_from_an_expired_buffer_still_delivers_the_end_of_the_turn(
+    conversation, alice_key, settings
+):
+    settings.TURN_DELTA_COALESCE_MS = 0  # one delta per word: many events
+    turn = submit(conversation, QUESTION, "msg-1").turn
+    drain_conversation(conversation.pk)
+    turn.refresh_from_db()
+    assert len(buffered(turn)) > 10
+    forget_buffer(turn)
+
+    frames = sse_get(events_path(turn), api_key=alice_key, last_event_id="10").frames()
+
+    assert frames != []
+    assert frames[-1]["event"] == "turn.completed"
+    assert frames[-1]["data"]["output"] == turn.output
+
+
+def test_a_replayed_completion_carries_the_turns_cost(finished_turn, alice_key):
+    Turn.objects.filter(pk=finished_turn.pk).update(cost_usd="0.012345")
+    forget_buffer(finished_turn)
+
+    frames = sse_get(events_path(finished_turn), api_key=alice_key).frames()
+
+    assert frames[-1]["data"]["cost_usd"] == "0.012345"
+
+
+def test_the_replayed_completion_of_an_echo_shows_the_public_echo_only(finished_turn, alice_key):
+    echo = {"action": "regenerated", "similar_to": 1, "score": 1.0, "first_output": "secret"}
+    Turn.objects.filter(pk=finished_turn.pk).update(echo=echo)
+    forget_buffer(finished_turn)
+
+    frames = sse_get(events_path(finished_turn), api_key=alice_key).frames()
+
+    assert types_of([f["data"] for f in frames]) == [
+        "turn.accepted",
+        "turn.delta",
+        "turn.completed",
+    ]
+    assert frames[-1]["data"]["echo"] == {"action": "regenerated", "similar_to": 1, "score": 1.0}
