@@ -59,7 +59,8 @@ format: install
 	$(BIN)/ruff check --fix .
 
 check: lint
-	ORCHESTRA_DATA_DIR=$$(mktemp -d) $(BIN)/python manage.py makemigrations --check --dry-run
+	env -u DATABASE_URL -u REDIS_URL ORCHESTRA_DATA_DIR=$$(mktemp -d) \
+		$(BIN)/python manage.py makemigrations --check --dry-run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles
