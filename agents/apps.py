@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class AgentsConfig(AppConfig):
     name = "agents"
     verbose_name = "Agents and commerce"
+
+    def ready(self):
+        from agents import snapshot  # noqa: F401  (connects its signal receivers)

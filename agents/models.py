@@ -236,12 +236,9 @@ class Agent(models.Model):
 
     def model_chain(self) -> list["LLMModel"]:
         """The active models of the chain, primary first; the local model if none."""
-        chain = [
-            link.model
-            for link in self.chain_links.select_related("model__provider").order_by("position")
-            if link.model.is_active and link.model.provider.is_active
-        ]
-        return chain or list(LLMModel.objects.filter(name="local").select_related("provider"))
+        from agents import snapshot
+
+        return list(snapshot.current().chain(self))
 
 
 def temperature_problem(temperature: float, provider_kind: str) -> str | None:

@@ -15,7 +15,8 @@ import structlog
 from django.conf import settings
 from django.db import close_old_connections, transaction
 
-from agents.models import Agent, RoutingRule
+from agents import snapshot
+from agents.models import Agent
 from agents.providers.base import StreamAborted
 from agents.router import AllModelsFailed, ModelCall
 from agents.runtime import (
@@ -57,7 +58,7 @@ def enqueue_conversation(conversation_id) -> None:
 
 
 def drain_conversation(conversation_id) -> int:
-    """Run the conversation's queued turns, in order, while holding its lock.
+    """Run the conversation's queued turns, in order, one per hold of its lock.
 
     Returns how many turns this call ran.
     """
@@ -68,22 +69,21 @@ def drain_conversation(conversation_id) -> int:
             return ran
         heartbeat = Heartbeat(lock)
         try:
-            while (turn := turn_claim_next(conversation_id=conversation_id)) is not None:
+            turn = turn_claim_next(conversation_id=conversation_id)
+            if turn is not None:
                 heartbeat.watch(turn)
                 execute_turn(turn, heartbeat)
-                heartbeat.watch(None)
                 ran += 1
-                if heartbeat.lock_lost:
-                    break
         finally:
             heartbeat.stop()
             lock.release()
-        # A turn may have been committed after our last claim and before the release,
-        # while its own job found the lock taken: look once more.
+        # Another turn may be queued: one submitted while this one ran, or committed after
+        # the claim and before the release, whose own job found the lock taken. A turn
+        # still processing belongs to another attempt; recovery deals with it.
         pending = set(
-            Turn.objects.filter(
-                conversation_id=conversation_id, status__in=Turn.PENDING
-            ).values_list("status", flat=True)
+            Turn.objects.filter(conversation_id=conversation_id, status__in=Turn.PENDING)
+            .order_by()
+            .values_list("status", flat=True)
         )
         if Turn.Status.QUEUED not in pending or Turn.Status.PROCESSING in pending:
             return ran
@@ -188,10 +188,7 @@ class DeltaPublisher:
 def _route(turn: Turn) -> tuple[Agent, str]:
     """The agent for this turn and why: the first matching active routing rule by
     priority, else the conversation's agent, else the default agent."""
-    rules = RoutingRule.objects.filter(is_active=True, agent__is_active=True).select_related(
-        "agent"
-    )
-    for rule in rules.order_by("priority", "name"):
+    for rule in snapshot.current().rules:
         if rule.matches(turn.input):
             return rule.agent, f"rule:{rule.name}"
     agent = turn.conversation.agent

@@ -1,0 +1,83 @@
+"""What every turn reads of the staff's configuration: routing rules and model chains.
+
+Each process keeps one snapshot and reloads it when the configuration's version (one key in
+the shared cache) changes. A save or delete of a provider, model, agent, chain link or
+routing rule sets a new version once its transaction has committed, so a process that
+sees the new version reads the new rows. A turn then costs one cache read instead of the
+queries for the rules and the chain.
+"""
+
+import threading
+import uuid
+from dataclasses import dataclass
+
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+
+from agents.models import Agent, AgentModel, LLMModel, Provider, RoutingRule
+
+VERSION_KEY = "orchestra:agents:config-version"
+WATCHED = (Provider, LLMModel, Agent, AgentModel, RoutingRule)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: str
+    rules: tuple[RoutingRule, ...]  # active, with an active agent, in the order they run
+    chains: dict[int, tuple[LLMModel, ...]]  # agent id -> its active models, primary first
+    local: tuple[LLMModel, ...]  # the chain of an agent that has no usable model
+
+    def chain(self, agent: Agent) -> tuple[LLMModel, ...]:
+        return self.chains.get(agent.pk) or self.local
+
+
+_current: Snapshot | None = None
+_reload = threading.Lock()
+
+
+def current() -> Snapshot:
+    """The snapshot of the configuration as of its latest version."""
+    global _current
+    version = cache.get(VERSION_KEY)
+    if version is None:  # first use, or the cache was flushed: start a version
+        cache.add(VERSION_KEY, uuid.uuid4().hex, timeout=None)
+        version = cache.get(VERSION_KEY)
+    snapshot = _current
+    if snapshot is not None and snapshot.version == version:
+        return snapshot
+    with _reload:
+        if _current is None or _current.version != version:
+            _current = _load(version)
+        return _current
+
+
+def _load(version: str) -> Snapshot:
+    rules = RoutingRule.objects.filter(is_active=True, agent__is_active=True).select_related(
+        "agent"
+    )
+    chains: dict[int, list[LLMModel]] = {}
+    links = AgentModel.objects.select_related("model__provider").order_by("agent_id", "position")
+    for link in links.filter(model__is_active=True, model__provider__is_active=True):
+        chains.setdefault(link.agent_id, []).append(link.model)
+    local = LLMModel.objects.filter(name="local").select_related("provider")
+    return Snapshot(
+        version=version,
+        rules=tuple(rules.order_by("priority", "name")),
+        chains={agent_id: tuple(models) for agent_id, models in chains.items()},
+        local=tuple(local),
+    )
+
+
+def changed(**kwargs) -> None:
+    """A watched row changed: a new version once the change is committed."""
+    transaction.on_commit(
+        lambda: cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None),
+        using=kwargs.get("using"),
+        robust=True,
+    )
+
+
+for _model in WATCHED:
+    post_save.connect(changed, sender=_model, dispatch_uid=f"snapshot-save-{_model.__name__}")
+    post_delete.connect(changed, sender=_model, dispatch_uid=f"snapshot-del-{_model.__name__}")

@@ -1,0 +1,88 @@
+"""The per-process snapshot of routing rules and model chains (agents/snapshot.py).
+
+Turns read the configuration from the snapshot; a committed change of a watched row sets a
+new version in the shared cache, and the next turn of every process reloads.
+"""
+
+from django.core.cache import cache
+
+from agents import snapshot
+from agents.models import LLMModel, RoutingRule
+from conversations.execution import drain_conversation
+from conversations.models import Turn
+from tests.llm_helpers import chain_set, model_make, provider_make
+from tests.turn_helpers import agent_make, local_model_reply, submit
+
+pytest_plugins = ["tests.turn_fixtures"]
+
+TEXT = "I want a refund for order 7."
+
+
+def run_turn(conversation, text: str = TEXT) -> Turn:
+    turn = submit(conversation, text).turn
+    drain_conversation(conversation.pk)
+    turn.refresh_from_db()
+    return turn
+
+
+def test_a_committed_rule_routes_the_next_turn_and_its_deactivation_too(
+    conversation, support_agent, django_capture_on_commit_callbacks
+):
+    refunds = agent_make("refunds", system_prompt="You are the refunds desk.")
+    assert run_turn(conversation).intent == "conversation_agent"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        rule = RoutingRule.objects.create(
+            name="refund", priority=10, pattern="refund", agent=refunds
+        )
+    routed = run_turn(conversation)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        rule.is_active = False
+        rule.save()
+    unrouted = run_turn(conversation)
+
+    assert (routed.agent, routed.intent) == (refunds, "rule:refund")
+    assert routed.output == local_model_reply(
+        ("system", "You are the refunds desk."), ("user", TEXT)
+    )
+    assert (unrouted.agent, unrouted.intent) == (support_agent, "conversation_agent")
+
+
+def test_a_committed_chain_change_is_the_next_chain(
+    support_agent, django_capture_on_commit_callbacks
+):
+    local = LLMModel.objects.get(name="local")
+    remote = model_make(provider_make(base_url="http://127.0.0.1:9/v1"), name="remote")
+    assert support_agent.model_chain() == [local]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        chain_set(support_agent, remote, local)
+    assert support_agent.model_chain() == [remote, local]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        remote.provider.is_active = False
+        remote.provider.save()
+    assert support_agent.model_chain() == [local]
+
+
+def test_reading_an_unchanged_configuration_costs_no_query(
+    support_agent, django_assert_num_queries
+):
+    local = LLMModel.objects.get(name="local")
+    first = snapshot.current()
+
+    with django_assert_num_queries(0):
+        assert snapshot.current() is first
+        assert support_agent.model_chain() == [local]
+
+
+def test_a_flushed_cache_starts_a_new_version_and_the_snapshot_reloads(support_agent):
+    first = snapshot.current()
+
+    cache.clear()
+
+    second = snapshot.current()
+    assert second.version != first.version
+    assert second is not first
+    assert cache.get(snapshot.VERSION_KEY) == second.version
