@@ -39,7 +39,6 @@ from conversations.services import (
     turn_claim_next,
     turn_extend_lease,
     turn_finish,
-    turn_record_mood,
     turns_recover,
 )
 
@@ -289,8 +288,8 @@ def execute_turn(turn: Turn, heartbeat: Heartbeat) -> None:
     try:
         agent, intent = _route(turn)
         run.agent, agent_slug = agent, agent.slug
-        if turn_record_mood(turn=turn, agent=agent):
-            outcome, echo, intent = _escalate_for_mood(run), None, "mood_escalation"
+        if turn.intent == Turn.MOOD_ESCALATION:  # decided when the turn was submitted
+            outcome, echo, intent = _escalate_for_mood(run), None, Turn.MOOD_ESCALATION
         else:
             outcome, echo = _generate(run)
         _complete(run, intent, outcome, echo)

@@ -65,6 +65,9 @@ class Turn(models.Model):
 
     TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
     PENDING = frozenset({Status.QUEUED, Status.PROCESSING})
+    # The intent of a turn that goes to a human because the customer's mood stayed low:
+    # set when the turn is submitted (services.turn_submit), acted on when it runs.
+    MOOD_ESCALATION = "mood_escalation"
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
     number = models.PositiveIntegerField()

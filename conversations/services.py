@@ -78,6 +78,7 @@ def turn_submit(
     """
     turn_id = turn_id or uuid.uuid4().hex
     input_hash = text_digest(text)
+    score = sentiment(text)
     with transaction.atomic():
         conversations = Conversation.objects.select_related("agent").select_for_update(of=("self",))
         if owner is not None:
@@ -99,13 +100,16 @@ def turn_submit(
             _cancel_pending(conversation, reason="Interrupted by a newer message.")
 
         conversation.turn_count += 1
-        conversation.save(update_fields=["turn_count", "updated_at"])
+        escalate = _follow_mood(conversation, score)
+        conversation.save(update_fields=["turn_count", "mood", "low_mood_turns", "updated_at"])
         turn = Turn.objects.create(
             conversation=conversation,
             number=conversation.turn_count,
             turn_id=turn_id,
             input=text,
             input_hash=input_hash,
+            sentiment=score,
+            intent=Turn.MOOD_ESCALATION if escalate else "",
         )
         # Each after-commit step on its own: a failed publish must not stop the enqueue.
         # If both fail (Redis down), the turn is recorded and recovery enqueues it later.
@@ -115,6 +119,18 @@ def turn_submit(
         )
         transaction.on_commit(lambda: _enqueue(turn.conversation_id), robust=True)
     return Submission(turn, replayed=False)
+
+
+def _follow_mood(conversation: Conversation, score: float) -> bool:
+    """Fold the new input's sentiment into the conversation's mood, in submission order,
+    and say whether the mood has now stayed below the agent's threshold long enough for
+    the turn to go to a human instead of the bot."""
+    agent = conversation.agent
+    threshold = agent.escalate_mood_below
+    conversation.mood = next_mood(conversation.mood, score)
+    low = threshold is not None and conversation.mood < threshold
+    conversation.low_mood_turns = conversation.low_mood_turns + 1 if low else 0
+    return low and conversation.low_mood_turns >= agent.escalate_after_turns
 
 
 def _pending(conversation: Conversation):
@@ -172,31 +188,6 @@ def conversation_apply_sink(*, conversation_id, sink: str, transfer_to: str | No
         conversation.save(update_fields=["status", "updated_at"])
         _cancel_pending(conversation, reason="The conversation was handed on by the agent.")
     transaction.on_commit(lambda: events.publish_conversation_state(conversation), robust=True)
-
-
-def turn_record_mood(*, turn: Turn, agent: Agent) -> bool:
-    """Score the turn's input into the conversation's mood (once per turn, however many
-    attempts it takes) and say whether the mood has stayed below the agent's threshold
-    long enough to escalate. The answer comes from the conversation's state, so a retried
-    attempt answers the same."""
-    threshold = agent.escalate_mood_below
-    with transaction.atomic():
-        # The conversation, then the turn: the order every writer of both keeps.
-        conversation = Conversation.objects.select_for_update().get(pk=turn.conversation_id)
-        if turn.sentiment is None:
-            score = sentiment(turn.input)
-            if Turn.objects.filter(pk=turn.pk, sentiment__isnull=True).update(sentiment=score):
-                turn.sentiment = score
-                conversation.mood = next_mood(conversation.mood, score)
-                low = threshold is not None and conversation.mood < threshold
-                conversation.low_mood_turns = conversation.low_mood_turns + 1 if low else 0
-                conversation.save(update_fields=["mood", "low_mood_turns", "updated_at"])
-    return (
-        threshold is not None
-        and conversation.mood is not None
-        and conversation.mood < threshold
-        and conversation.low_mood_turns >= agent.escalate_after_turns
-    )
 
 
 # --- The turn state machine, driven by the executor ---------------------------------------

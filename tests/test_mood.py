@@ -8,8 +8,15 @@ from agents.runtime import SINK_MESSAGES
 from conversations.execution import drain_conversation
 from conversations.models import Conversation, Turn
 from conversations.mood import MOOD_WEIGHT, next_mood, sentiment
-from conversations.services import turn_record_mood
-from tests.turn_helpers import SUPPORT_PROMPT, buffered, delta_text, local_model_reply, submit
+from conversations.services import turn_claim_next
+from tests.turn_helpers import (
+    SUPPORT_PROMPT,
+    buffered,
+    delta_text,
+    expire_lease,
+    local_model_reply,
+    submit,
+)
 
 pytest_plugins = ["tests.turn_fixtures"]
 
@@ -128,8 +135,35 @@ def test_after_a_very_negative_message_one_neutral_message_keeps_the_mood_low(
 
 
 def test_mood_is_counted_once_per_turn_even_when_it_runs_again(conversation, escalating_agent):
-    turn = run_turn(conversation, FURIOUS)
+    # given a turn whose first worker was lost while running it
+    turn = submit(conversation, FURIOUS).turn
+    assert turn_claim_next(conversation_id=conversation.pk).attempt == 1
+    expire_lease(turn)
 
-    assert turn_record_mood(turn=turn, agent=escalating_agent) is False
+    # when it runs again
+    drain_conversation(conversation.pk)
+
+    turn.refresh_from_db()
     conversation.refresh_from_db()
+    assert (turn.status, turn.attempt) == (Turn.Status.COMPLETED, 2)
     assert (conversation.mood, conversation.low_mood_turns) == (-0.9402, 1)
+
+
+def test_mood_follows_the_messages_in_the_order_they_were_submitted(conversation, escalating_agent):
+    """Scored when submitted: two angry messages sent before the bot answered the first
+    already make a streak, so the second turn goes to a human and nothing is asked twice."""
+    first = submit(conversation, FURIOUS).turn
+    second = submit(conversation, DISGUSTED).turn
+    conversation.refresh_from_db()
+    assert (first.sentiment, second.sentiment) == (-0.9402, -0.9246)
+    assert (conversation.mood, conversation.low_mood_turns) == (next_mood(-0.9402, -0.9246), 2)
+    assert (first.intent, second.intent) == ("", "mood_escalation")
+
+    drain_conversation(conversation.pk)
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    conversation.refresh_from_db()
+    assert (first.status, first.intent) == (Turn.Status.COMPLETED, "conversation_agent")
+    assert (second.status, second.output) == (Turn.Status.COMPLETED, SINK_MESSAGES["escalated"])
+    assert conversation.status == Conversation.Status.ESCALATED
