@@ -95,6 +95,9 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "orchestra_site.urls"
 ASGI_APPLICATION = "orchestra_site.asgi.application"
+# Threads per web process for Django's sync views (orchestra_site/asgi.py): the number of
+# requests one process serves at once, long-polls (`?wait=`) included.
+WEB_THREADS = env.int("WEB_THREADS", default=100)
 WSGI_APPLICATION = None
 
 TEMPLATES = [

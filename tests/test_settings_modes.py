@@ -123,6 +123,20 @@ class Browser:
         data = urllib.parse.urlencode(fields).encode()
         return self._open(urllib.request.Request(self.base_url + path, data=data))
 
+    def api(self, method: str, path: str, api_key: str, body: dict | None = None):
+        """(status, headers, body text) of an API request with an API key."""
+        request = urllib.request.Request(
+            self.base_url + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        )
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                return response.status, response.headers, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers, error.read().decode()
+
     def _open(self, request) -> tuple[int, str, str]:
         """(status, final url path, body), following redirects."""
         try:
@@ -181,6 +195,11 @@ def test_the_embedded_default_runs_with_nothing_but_python(tmp_path):
     assert password not in second.stdout
     assert password_file.read_text() == password + "\n"
 
+    # and an API key, the demo data (a default agent) and a quick local model
+    assert manage("load_demo_data", env=env).returncode == 0
+    api_key = manage("create_api_key", "admin", env=env).stdout.strip().splitlines()[-1]
+    env["LOCAL_MODEL_TOKEN_DELAY_MS"] = "5"
+
     # when the ASGI server runs
     port = _free_port()
     browser = Browser(f"http://127.0.0.1:{port}")
@@ -231,6 +250,30 @@ def test_the_embedded_default_runs_with_nothing_but_python(tmp_path):
         assert "Orchestra back-office" in admin_index
         assert "Service health" in admin_index
         assert "embedded" in admin_index
+
+        # and a customer's turn, through the server's two HTTP paths (the sync views on
+        # the thread pool, the SSE stream on the event loop), streams and completes
+        status, _, body = browser.api("POST", "/api/v1/conversations/", api_key, {})
+        assert status == 201, body
+        turns = f"/api/v1/conversations/{json.loads(body)['id']}/turns/"
+        status, headers, body = browser.api("POST", turns, api_key, {"text": "Hello!"})
+        assert (status, json.loads(body)["status"]) == (202, "queued")
+        assert re.fullmatch(r"[0-9a-f]{32}", headers["X-Request-ID"])
+        status, headers, stream = browser.api("GET", turns + "1/events/", api_key)
+        assert (status, headers["Content-Type"]) == (200, "text/event-stream; charset=utf-8")
+        assert re.fullmatch(r"[0-9a-f]{32}", headers["X-Request-ID"])
+        events = [
+            json.loads(line.removeprefix("data: "))
+            for line in stream.splitlines()
+            if line.startswith("data: ")
+        ]
+        status, _, body = browser.api("GET", turns + "1/?wait=10", api_key)
+        turn = json.loads(body)
+        assert (status, turn["status"]) == (200, "completed")
+        assert events[0]["type"] == "turn.accepted"
+        assert events[-1]["type"] == "turn.completed"
+        assert "".join(e["text"] for e in events if e["type"] == "turn.delta") == turn["output"]
+        assert "built-in local model" in turn["output"]
     finally:
         server.terminate()
         try:
