@@ -1,24 +1,19 @@
 """What every turn reads of the staff's configuration: routing rules and model chains.
 
 Each process keeps one snapshot and reloads it when the configuration's version (one key in
-the shared cache) changes. A save or delete of a provider, model, agent, chain link or
-routing rule sets a new version once its transaction has committed, so a process that
-sees the new version reads the new rows. A turn then costs one cache read instead of the
-queries for the rules and the chain.
+the shared cache, orchestra_site/versions.py) changes: a save or delete of a provider,
+model, agent, chain link or routing rule sets a new one. A turn then costs one cache read
+instead of the queries for the rules and the chain.
 """
 
 import threading
-import uuid
 from dataclasses import dataclass
 
-from django.core.cache import cache
-from django.db import transaction
-from django.db.models.signals import post_delete, post_save
-
 from agents.models import Agent, AgentModel, LLMModel, Provider, RoutingRule
+from orchestra_site.versions import SharedVersion
 
-VERSION_KEY = "orchestra:agents:config-version"
-WATCHED = (Provider, LLMModel, Agent, AgentModel, RoutingRule)
+VERSION = SharedVersion("orchestra:agents:config-version")
+VERSION.watch(Provider, LLMModel, Agent, AgentModel, RoutingRule)
 
 
 @dataclass(frozen=True)
@@ -39,10 +34,7 @@ _reload = threading.Lock()
 def current() -> Snapshot:
     """The snapshot of the configuration as of its latest version."""
     global _current
-    version = cache.get(VERSION_KEY)
-    if version is None:  # first use, or the cache was flushed: start a version
-        cache.add(VERSION_KEY, uuid.uuid4().hex, timeout=None)
-        version = cache.get(VERSION_KEY)
+    version = VERSION.current()
     snapshot = _current
     if snapshot is not None and snapshot.version == version:
         return snapshot
@@ -67,17 +59,3 @@ def _load(version: str) -> Snapshot:
         chains={agent_id: tuple(models) for agent_id, models in chains.items()},
         local=tuple(local),
     )
-
-
-def changed(**kwargs) -> None:
-    """A watched row changed: a new version once the change is committed."""
-    transaction.on_commit(
-        lambda: cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None),
-        using=kwargs.get("using"),
-        robust=True,
-    )
-
-
-for _model in WATCHED:
-    post_save.connect(changed, sender=_model, dispatch_uid=f"snapshot-save-{_model.__name__}")
-    post_delete.connect(changed, sender=_model, dispatch_uid=f"snapshot-del-{_model.__name__}")

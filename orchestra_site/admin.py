@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from orchestra_site import authentication
 from orchestra_site.models import ApiKey
 from orchestra_site.services import api_key_create
 
@@ -71,4 +72,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke_keys(self, request, queryset):
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        authentication.VERSION.bump()  # an update() sends no signal: no process may keep them
         self.message_user(request, f"Revoked {count} API key(s).", messages.SUCCESS)

@@ -4,6 +4,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+import time_machine
 from django.contrib.messages import get_messages
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -239,6 +240,8 @@ def test_a_revoked_or_expired_key_is_rejected_without_any_write(alice, api_clien
 
 def test_the_key_of_an_inactive_user_is_rejected(alice, api_client):
     api_key, raw_key = api_key_make(alice)
+    assert api_client.get(ME, **bearer(raw_key)).status_code == 200
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=None)
     alice.is_active = False
     alice.save()
 
@@ -307,15 +310,40 @@ def test_last_used_at_is_written_at_most_once_a_minute(alice, api_client):
     first_use = api_key.last_used_at
     assert before <= first_use <= timezone.now()
 
-    # when a minute has passed since the recorded use
-    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=first_use - timedelta(seconds=61))
-    with CaptureQueriesContext(connection) as later:
+    # when it is used again 59 s, then 61 s after the recorded use
+    sooner, later = (CaptureQueriesContext(connection) for _ in range(2))
+    with time_machine.travel(first_use + timedelta(seconds=59), tick=False), sooner:
+        assert api_client.get(ME, **bearer(raw_key)).status_code == 200
+    with time_machine.travel(first_use + timedelta(seconds=61), tick=False), later:
         assert api_client.get(ME, **bearer(raw_key)).status_code == 200
 
-    # then the next use writes it again
+    # then only the use a minute later writes it again
+    assert apikey_updates(sooner) == []
     assert len(apikey_updates(later)) == 1
     api_key.refresh_from_db()
-    assert api_key.last_used_at >= first_use
+    assert api_key.last_used_at == first_use + timedelta(seconds=61)
+
+
+def test_a_key_this_process_knows_is_checked_without_a_query(alice, api_client):
+    _, raw_key = api_key_make(alice)
+    assert api_client.get(ME, **bearer(raw_key)).status_code == 200
+
+    with CaptureQueriesContext(connection) as queries:
+        assert api_client.get(ME, **bearer(raw_key)).status_code == 200
+
+    assert [q["sql"] for q in queries if "orchestra_apikey" in q["sql"]] == []
+
+
+def test_a_known_key_that_expires_is_rejected_from_then_on(alice, api_client):
+    expires_at = timezone.now() + timedelta(minutes=5)
+    _, raw_key = api_key_make(alice, expires_at=expires_at)
+    assert api_client.get(ME, **bearer(raw_key)).status_code == 200
+
+    with time_machine.travel(expires_at + timedelta(seconds=1), tick=False):
+        response = api_client.get(ME, **bearer(raw_key))
+
+    assert response.status_code == 401
+    assert response.json() == NOT_AUTHENTICATED_KEY
 
 
 def test_revoking_a_key_stops_it_at_once(alice, api_client):
@@ -475,6 +503,7 @@ def test_the_revoke_action_revokes_the_selected_keys(client, superuser, alice, b
     revoked_at = timezone.now() - timedelta(days=3)
     old, _ = api_key_make(alice, name="old", revoked_at=revoked_at)
     untouched, untouched_raw = api_key_make(alice, name="untouched")
+    assert api_client.get(ME, **bearer(first_raw)).status_code == 200  # known to this process
     client.force_login(superuser)
 
     # when the superuser revokes the first three

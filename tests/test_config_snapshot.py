@@ -85,4 +85,4 @@ def test_a_flushed_cache_starts_a_new_version_and_the_snapshot_reloads(support_a
     second = snapshot.current()
     assert second.version != first.version
     assert second is not first
-    assert cache.get(snapshot.VERSION_KEY) == second.version
+    assert cache.get(snapshot.VERSION.key) == second.version
