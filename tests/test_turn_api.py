@@ -4,10 +4,12 @@ import time
 import uuid
 
 import pytest
+from rest_framework.serializers import ModelSerializer
 from rest_framework.test import APIClient
 
 from agents.models import Agent
 from conversations.models import Conversation, Turn
+from conversations.serializers import TurnOutput
 from conversations.services import turn_claim_next
 from tests.turn_helpers import (
     SUPPORT_PROMPT,
@@ -595,3 +597,31 @@ def test_the_agents_list_shows_active_agents_only(alice_client, support_agent):
             "description": "Answers questions about orders.",
         },
     ]
+
+
+def test_the_hand_built_turn_rendering_is_drf_s_rendering_of_the_declared_fields(conversation):
+    # given turns in every shape a client can meet
+    queued = submit(conversation, "Where is my parcel?", "a").turn
+    completed = submit(conversation, "Do you ship to Norway?", "b").turn
+    failed = submit(conversation, "And to Iceland?", "c").turn
+    Turn.objects.filter(pk=completed.pk).update(
+        status=Turn.Status.COMPLETED,
+        agent=conversation.agent,
+        intent="rule:norway",
+        output="Yes, in 3 to 5 days.",
+        input_tokens=12,
+        output_tokens=7,
+        cost_usd="0.000123",
+        echo={"action": "flagged", "similar_to": 1, "score": 0.93, "first_output": "x"},
+        started_at=completed.created_at,
+        completed_at=completed.created_at,
+        latency_ms=41,
+        ttft_ms=9,
+    )
+    Turn.objects.filter(pk=failed.pk).update(
+        status=Turn.Status.FAILED, error_code="provider_unavailable", error_message="Try later."
+    )
+
+    for turn in Turn.objects.filter(pk__in=[queued.pk, completed.pk, failed.pk]):
+        # then the fast rendering equals DRF's field-by-field one
+        assert TurnOutput(turn).data == ModelSerializer.to_representation(TurnOutput(), turn)
