@@ -957,6 +957,7 @@ def main(argv=None) -> int:
             "platform": platform.platform(),
             "code": code_version(),
         }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
             json.dumps({"machine": machine, "runs": reports}, indent=2, default=str)
         )
