@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from conversations import selectors, services
-from conversations.events import TERMINAL_TYPES, event_buffer
+from conversations.events import event_buffer
 from conversations.models import Conversation, Turn
 from conversations.serializers import (
     TURN_ID_VALIDATOR,
@@ -29,6 +29,7 @@ from orchestra_site.errors import OrchestraError
 from orchestra_site.openapi import ErrorSerializer
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+DATABASE_CHECK_EVERY_S = 2.0
 
 
 class ConversationPagination(CursorPagination):
@@ -226,21 +227,18 @@ class TurnDetail(APIView):
 
 
 def _wait_until_terminal(turn: Turn, wait_s: int) -> Turn:
-    """Block on the turn's event stream (not on the database) until it ends or time is up."""
+    """Block on the end of the turn's event stream (not on the database) until the turn
+    ends or time is up. Every few seconds the database has the last word, for a turn
+    whose end was committed but never made it to the stream."""
     deadline = time.monotonic() + wait_s
-    after_seq = 0
     buffer = event_buffer()
     # Hold no database connection while waiting: give it back to the pool.
     connection.close()
     while (remaining := deadline - time.monotonic()) > 0:
-        events = buffer.read(turn.pk, after_seq, timeout_s=min(remaining, 1.0))
-        if events:
-            after_seq = events[-1]["seq"]
-            if any(e["type"] in TERMINAL_TYPES for e in events):
-                break
-        else:
-            ended = Turn.objects.filter(pk=turn.pk, status__in=Turn.TERMINAL).exists()
-            connection.close()
-            if ended:
-                break
+        if buffer.wait_until_ended(turn.pk, timeout_s=min(remaining, DATABASE_CHECK_EVERY_S)):
+            break
+        ended = Turn.objects.filter(pk=turn.pk, status__in=Turn.TERMINAL).exists()
+        connection.close()
+        if ended:
+            break
     return Turn.objects.select_related("agent").get(pk=turn.pk)

@@ -42,14 +42,20 @@ local seq = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'e', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
-if ARGV[2] == '1' then redis.call('SET', KEYS[3], '1', 'EX', ARGV[4]) end
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[3], '1', 'EX', ARGV[4])
+  redis.call('XADD', KEYS[5], '1-0', 'seq', seq)
+  redis.call('EXPIRE', KEYS[5], ARGV[4])
+end
 return seq
 """
 
 
 def _keys(turn_pk: int) -> list[str]:
-    tag = f"{{orchestra:turn:{turn_pk}}}"  # one hash slot for the three keys
-    return [f"{tag}:events", f"{tag}:seq", f"{tag}:ended", f"{tag}:attempt"]
+    """The turn's keys, in one hash slot: its events, the last seq, the end mark, the
+    newest attempt, and a one-entry stream written at the end (for wait_until_ended)."""
+    tag = f"{{orchestra:turn:{turn_pk}}}"
+    return [f"{tag}:events", f"{tag}:seq", f"{tag}:ended", f"{tag}:attempt", f"{tag}:done"]
 
 
 class RedisEventBuffer:
@@ -75,6 +81,12 @@ class RedisEventBuffer:
 
     def has_events(self, turn_pk: int) -> bool:
         return bool(sync_client().exists(_keys(turn_pk)[0]))
+
+    def wait_until_ended(self, turn_pk: int, timeout_s: float) -> bool:
+        """Whether the turn's stream has ended, waiting up to `timeout_s` for it: one
+        blocking read, however many events come before the end."""
+        done = _keys(turn_pk)[4]
+        return bool(sync_client().xread({done: "0-0"}, block=max(1, int(timeout_s * 1000))))
 
     @staticmethod
     def _decode(entries) -> list[dict]:
@@ -160,6 +172,11 @@ class MemoryEventBuffer:
 
     def has_events(self, turn_pk: int) -> bool:
         return self._stream(turn_pk) is not None
+
+    def wait_until_ended(self, turn_pk: int, timeout_s: float) -> bool:
+        stream = self._stream(turn_pk, create=True)
+        with stream.condition:
+            return stream.condition.wait_for(lambda: stream.ended, timeout_s)
 
     @staticmethod
     def _after(stream: _MemoryStream, after_seq: int) -> list[dict]:

@@ -1,9 +1,11 @@
 """REST API of conversations and turns (DESIGN.md §4)."""
 
+import threading
 import time
 import uuid
 
 import pytest
+from django.db import connection
 from rest_framework.serializers import ModelSerializer
 from rest_framework.test import APIClient
 
@@ -537,6 +539,31 @@ def test_wait_long_polls_until_the_turn_is_done(
         "conversation_agent",
     )
     assert body["output"] == local_model_reply(("system", SUPPORT_PROMPT), ("user", QUESTION))
+
+
+@TRANSACTIONAL
+def test_wait_ends_with_a_turn_the_database_says_is_done_though_its_stream_never_ended(
+    alice_client, conversation
+):
+    # given a turn whose end was committed but never reached its event stream
+    submit(conversation, QUESTION, "a")
+    turn = turn_claim_next(conversation_id=conversation.pk)
+
+    def end_in_the_database_only():
+        Turn.objects.filter(pk=turn.pk).update(status=Turn.Status.COMPLETED, output="Done.")
+        connection.close()  # this thread's own connection
+
+    finish = threading.Timer(0.5, end_in_the_database_only)
+    finish.start()
+
+    # when a client waits for it
+    started = time.monotonic()
+    response = alice_client.get(turn_url(conversation, 1), {"wait": 30})
+
+    # then the database's answer ends the wait within a few seconds
+    finish.join()
+    assert (response.json()["status"], response.json()["output"]) == ("completed", "Done.")
+    assert time.monotonic() - started < 10
 
 
 # --- closing ---------------------------------------------------------------------------------

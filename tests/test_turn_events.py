@@ -4,10 +4,18 @@ GET …/turns/{n}/events/ is an async view; it is requested through Django's Asy
 """
 
 import json
+import threading
+import time
 
 import pytest
 
-from conversations.events import _keys, event_buffer, publish
+from conversations.events import (
+    MemoryEventBuffer,
+    RedisEventBuffer,
+    _keys,
+    event_buffer,
+    publish,
+)
 from conversations.execution import drain_conversation
 from conversations.models import Turn
 from conversations.services import conversation_close, turn_submit
@@ -70,6 +78,41 @@ def test_reading_after_a_seq_returns_only_the_later_events(finished_turn):
 
     assert event_buffer().read(finished_turn.pk, 2) == events[2:]
     assert event_buffer().read(finished_turn.pk, len(events)) == []
+
+
+@pytest.fixture(params=["redis", "memory"])
+def any_buffer(request):
+    """Each implementation of the buffer: Redis (full stack) and memory (embedded)."""
+    return RedisEventBuffer() if request.param == "redis" else MemoryEventBuffer()
+
+
+def test_waiting_for_the_end_of_an_ended_stream_answers_at_once(any_buffer):
+    any_buffer.append(7, {"type": "turn.accepted"})
+    any_buffer.append(7, {"type": "turn.completed"})
+
+    started = time.monotonic()
+    assert any_buffer.wait_until_ended(7, timeout_s=10) is True
+    assert time.monotonic() - started < 1
+
+
+def test_waiting_for_the_end_gives_up_after_the_timeout(any_buffer):
+    any_buffer.append(8, {"type": "turn.accepted"})
+    any_buffer.append(8, {"type": "turn.delta", "text": "Hello"})
+
+    started = time.monotonic()
+    assert any_buffer.wait_until_ended(8, timeout_s=0.3) is False
+    assert 0.25 <= time.monotonic() - started < 2
+
+
+def test_waiting_for_the_end_wakes_when_another_thread_ends_the_stream(any_buffer):
+    any_buffer.append(9, {"type": "turn.accepted"})
+    ender = threading.Timer(0.2, any_buffer.append, (9, {"type": "turn.failed"}))
+    ender.start()
+
+    started = time.monotonic()
+    assert any_buffer.wait_until_ended(9, timeout_s=10) is True
+    assert 0.15 <= time.monotonic() - started < 5
+    ender.join()
 
 
 # --- SSE -------------------------------------------------------------------------------------

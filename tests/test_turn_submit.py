@@ -67,7 +67,7 @@ def test_a_new_turn_is_recorded_hashed_and_announced(conversation):
         0,
     )
     assert buffered(turn) == [accepted_event(turn)]
-    events_key, seq_key, _ended_key, _attempt_key = _keys(turn.pk)
+    events_key, seq_key, *_ = _keys(turn.pk)
     assert footprint().event_keys == {events_key.encode(), seq_key.encode()}
     assert footprint().enqueued == 1
 
