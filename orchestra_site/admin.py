@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils import timezone
 
 from orchestra_site import authentication
@@ -71,6 +72,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke_keys(self, request, queryset):
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        authentication.VERSION.bump()  # an update() sends no signal: no process may keep them
+        # An update() sends no signal: set a new version of the keys ourselves, and undo
+        # the revocation if that fails, rather than leave revoked keys usable.
+        with transaction.atomic():
+            count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+            authentication.VERSION.bump()
         self.message_user(request, f"Revoked {count} API key(s).", messages.SUCCESS)

@@ -1,13 +1,16 @@
 """ASGI entry point: Django for HTTP, Channels for WebSockets.
 
-HTTP requests for Django's sync views (everything but the SSE stream) run through Django's
-WSGI handler on a fixed pool of threads (a2wsgi). Django's ASGI handler would run each of
-them in a new thread with several hops between the event loop and that thread, which on
-this project's hot path costs 4 to 5 ms of CPU per request (docs/performance.md). Async
-views, which stream from the event loop, go to Django's ASGI handler.
+HTTP requests for Django's sync views run through Django's WSGI handler on fixed pools of
+threads (a2wsgi): long-polls (`?wait=`) on a pool of their own, so that waiting clients
+never hold up the others, everything else on the main pool. Django's ASGI handler would
+run each of them in a new thread with several hops between the event loop and that
+thread, which on this project's hot path costs 4 to 5 ms of CPU per request
+(docs/performance.md). Async views, which stream from the event loop, go to Django's
+ASGI handler.
 """
 
 import os
+from urllib.parse import parse_qs
 
 from django.core.asgi import get_asgi_application
 
@@ -30,24 +33,70 @@ from orchestra_site.routing import websocket_urlpatterns  # noqa: E402
 
 
 class HttpBySyncOrAsyncView:
-    """Sends a request to the handler that suits its view: async views to Django's ASGI
-    handler, everything else (sync views, unknown paths) to the WSGI thread pool."""
+    """Sends each HTTP request to the handler that suits it: async views to Django's ASGI
+    handler, long-polls to their own thread pool, everything else (sync views, unknown
+    paths) to the main thread pool."""
 
-    def __init__(self, asgi_app, wsgi_app):
+    def __init__(self, asgi_app, wsgi_app, long_poll_app):
         self.asgi_app = asgi_app
         self.wsgi_app = wsgi_app
+        self.long_poll_app = long_poll_app
 
     async def __call__(self, scope, receive, send):
-        try:
-            is_async = iscoroutinefunction(resolve(scope["path"]).func)
-        except Resolver404:
-            is_async = False
-        app = self.asgi_app if is_async else self.wsgi_app
+        if _is_async_view(scope):
+            return await self.asgi_app(scope, receive, send)
+        # As Django's ASGI handler does: a header with "_" in its name could pass for one
+        # with "-" once both are HTTP_… in the WSGI environ (X_FORWARDED_PROTO spoofing).
+        headers = [(name, value) for name, value in scope["headers"] if b"_" not in name]
+        if any(name == b"transfer-encoding" for name, _ in headers):
+            headers, receive = await _with_content_length(headers, receive)
+        scope = {**scope, "headers": headers}
+        app = self.long_poll_app if _is_long_poll(scope) else self.wsgi_app
         return await app(scope, receive, send)
 
 
+def _is_async_view(scope) -> bool:
+    path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
+    try:
+        return iscoroutinefunction(resolve(path).func)
+    except Resolver404:
+        return False
+
+
+async def _with_content_length(headers, receive):
+    """A chunked body read whole (up to Django's upload limit and one byte more, which
+    Django then refuses), with the Content-Length WSGI and DRF read bodies by."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1
+    body, more = b"", True
+    while more and len(body) < limit:
+        message = await receive()
+        if message["type"] != "http.request":  # the client has gone
+            return headers, _replay(message, receive)
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    headers = [(name, value) for name, value in headers if name != b"transfer-encoding"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    return headers, _replay({"type": "http.request", "body": body}, receive)
+
+
+def _replay(first_message, receive):
+    pending = [first_message]
+
+    async def replayed():
+        return pending.pop() if pending else await receive()
+
+    return replayed
+
+
+def _is_long_poll(scope) -> bool:
+    wait = parse_qs(scope.get("query_string", b"").decode("latin1")).get("wait", ["0"])[-1]
+    return wait not in ("", "0")
+
+
 http_app = HttpBySyncOrAsyncView(
-    django_asgi_app, WSGIMiddleware(get_wsgi_application(), workers=settings.WEB_THREADS)
+    django_asgi_app,
+    WSGIMiddleware(get_wsgi_application(), workers=settings.WEB_THREADS),
+    WSGIMiddleware(get_wsgi_application(), workers=settings.WEB_LONG_POLL_THREADS),
 )
 
 router = ProtocolTypeRouter(

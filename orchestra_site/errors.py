@@ -6,7 +6,9 @@ import kombu.exceptions
 import redis.exceptions
 import structlog
 from django import db
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpResponsePermanentRedirect, JsonResponse
 from django.urls import Resolver404, resolve
 from django.views.defaults import page_not_found, server_error
@@ -120,6 +122,9 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        exc = exceptions.ParseError(f"The request body is larger than {limit} bytes.")
 
     if isinstance(exc, DEPENDENCY_ERRORS):
         log.warning("api.dependency_unavailable", error=type(exc).__name__, exc_info=True)

@@ -95,9 +95,11 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "orchestra_site.urls"
 ASGI_APPLICATION = "orchestra_site.asgi.application"
-# Threads per web process for Django's sync views (orchestra_site/asgi.py): the number of
-# requests one process serves at once, long-polls (`?wait=`) included.
-WEB_THREADS = env.int("WEB_THREADS", default=100)
+# Threads per web process for Django's sync views (orchestra_site/asgi.py): how many
+# requests one process serves at once, and apart from those how many long-polls
+# (`?wait=`) it holds at once. More wait for a free thread.
+WEB_THREADS = env.int("WEB_THREADS", default=32)
+WEB_LONG_POLL_THREADS = env.int("WEB_LONG_POLL_THREADS", default=200)
 WSGI_APPLICATION = None
 
 TEMPLATES = [

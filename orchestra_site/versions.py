@@ -4,13 +4,25 @@ A process keeps rows it reads on every request or turn (routing rules, API keys)
 compares one version key per use instead of querying. A save or delete of a watched
 model sets a new version: at once, and again when the transaction commits, so a process
 that reloaded in between (and may have read the old rows) reloads once more.
+
+Two limits keep a copy honest when a new version cannot be set (Redis unreachable at
+that moment) or is never seen: the token a process compares also changes every
+MAX_AGE_S seconds, and without a cache shared between processes (the embedded mode,
+where `manage.py` commands run in processes of their own) every use reloads.
 """
 
+import time
 import uuid
 
+import structlog
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
+
+log = structlog.get_logger("orchestra.versions")
+
+MAX_AGE_S = 30
 
 
 class SharedVersion:
@@ -18,11 +30,14 @@ class SharedVersion:
         self.key = key
 
     def current(self) -> str:
+        """A token that changes when the rows change, and at least every MAX_AGE_S."""
+        if not settings.REDIS_URL:
+            return uuid.uuid4().hex
         version = cache.get(self.key)
         if version is None:  # first use, or the cache was flushed: start a version
             cache.add(self.key, uuid.uuid4().hex, timeout=None)
             version = cache.get(self.key)
-        return version
+        return f"{version}:{int(time.time() // MAX_AGE_S)}"
 
     def bump(self, using: str | None = None) -> None:
         """A new version now and once the current transaction (if any) has committed."""
@@ -36,7 +51,10 @@ class SharedVersion:
             post_delete.connect(self._changed, sender=model, dispatch_uid=uid + ":delete")
 
     def _changed(self, sender, using=None, **kwargs) -> None:
-        self.bump(using=using)
+        try:
+            self.bump(using=using)
+        except Exception:  # the save stands; copies age out within MAX_AGE_S
+            log.warning("version.bump_failed", key=self.key, exc_info=True)
 
     def _set_new(self) -> None:
         cache.set(self.key, uuid.uuid4().hex, timeout=None)

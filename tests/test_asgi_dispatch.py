@@ -1,10 +1,21 @@
-"""orchestra_site/asgi.py: async views (the SSE stream) go to Django's ASGI handler, so
-they stream from the event loop; every other HTTP request goes to the WSGI thread pool."""
+"""orchestra_site/asgi.py: which handler serves each HTTP request, and what the WSGI path
+must keep of Django's ASGI handler (no underscore headers) or add (chunked bodies read).
+
+Async views (the SSE stream) go to Django's ASGI handler, so they stream from the event
+loop; long-polls to a thread pool of their own; every other request to the main pool.
+"""
+
+import json
 
 import pytest
 from asgiref.sync import async_to_sync
+from asgiref.testing import ApplicationCommunicator
 
-from orchestra_site.asgi import HttpBySyncOrAsyncView
+from conversations.models import Turn
+from orchestra_site.asgi import HttpBySyncOrAsyncView, http_app
+from tests.turn_helpers import TRANSACTIONAL
+
+pytest_plugins = ["tests.turn_fixtures"]
 
 CONVERSATION = "/api/v1/conversations/2b1b7f3e-3d3c-4c1e-9a55-0d4c8f1f7a10"
 
@@ -14,25 +25,145 @@ class Recording:
         self.name, self.seen = name, seen
 
     async def __call__(self, scope, receive, send):
-        self.seen.append((self.name, scope["path"]))
+        self.seen.append((self.name, scope))
+
+
+def dispatch(path: str, query: bytes = b"", headers=(), root_path: str = "") -> tuple:
+    seen: list = []
+    app = HttpBySyncOrAsyncView(*(Recording(name, seen) for name in ("asgi", "wsgi", "poll")))
+    scope = {
+        "type": "http",
+        "path": root_path + path,
+        "root_path": root_path,
+        "query_string": query,
+        "headers": list(headers),
+    }
+    async_to_sync(app)(scope, None, None)
+    [(handler, scope)] = seen
+    return handler, scope
 
 
 @pytest.mark.parametrize(
-    ("path", "handler"),
+    ("path", "query", "handler"),
     [
-        (f"{CONVERSATION}/turns/3/events/", "asgi"),
-        (f"{CONVERSATION}/turns/3/", "wsgi"),
-        (f"{CONVERSATION}/turns/", "wsgi"),
-        ("/health/", "wsgi"),
-        ("/admin/login/", "wsgi"),
-        ("/api/v1/no-such-thing/", "wsgi"),
-        ("/nowhere", "wsgi"),
+        (f"{CONVERSATION}/turns/3/events/", b"", "asgi"),
+        (f"{CONVERSATION}/turns/3/", b"", "wsgi"),
+        (f"{CONVERSATION}/turns/3/", b"wait=0", "wsgi"),
+        (f"{CONVERSATION}/turns/3/", b"wait=30", "poll"),
+        (f"{CONVERSATION}/turns/", b"", "wsgi"),
+        ("/health/", b"", "wsgi"),
+        ("/admin/login/", b"next=/admin/", "wsgi"),
+        ("/api/v1/no-such-thing/", b"", "wsgi"),
+        ("/nowhere", b"", "wsgi"),
     ],
 )
-def test_each_request_goes_to_the_handler_of_its_view(path, handler):
-    seen: list = []
-    app = HttpBySyncOrAsyncView(Recording("asgi", seen), Recording("wsgi", seen))
+def test_each_request_goes_to_the_handler_that_suits_it(path, query, handler):
+    assert dispatch(path, query)[0] == handler
 
-    async_to_sync(app)({"type": "http", "path": path}, None, None)
 
-    assert seen == [(handler, path)]
+def test_behind_a_path_prefix_the_stream_still_goes_to_the_asgi_handler():
+    handler, _ = dispatch(f"{CONVERSATION}/turns/3/events/", root_path="/orchestra")
+
+    assert handler == "asgi"
+
+
+def test_headers_with_an_underscore_never_reach_the_wsgi_handler():
+    headers = [(b"x_forwarded_proto", b"https"), (b"x-forwarded-proto", b"http")]
+
+    handler, scope = dispatch("/health/", headers=headers)
+
+    assert (handler, scope["headers"]) == ("wsgi", [(b"x-forwarded-proto", b"http")])
+
+
+# --- through the real application --------------------------------------------------------------
+
+
+def request(method: str, path: str, headers: list, chunks: list[bytes]) -> tuple[int, dict, bytes]:
+    """One HTTP request through `http_app`, the body sent in `chunks`."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+    async def run():
+        app = ApplicationCommunicator(http_app, scope)
+        for index, chunk in enumerate(chunks):
+            more = index < len(chunks) - 1
+            await app.send_input({"type": "http.request", "body": chunk, "more_body": more})
+        start = await app.receive_output(timeout=10)
+        body = b""
+        while True:
+            message = await app.receive_output(timeout=10)
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, body
+
+    return async_to_sync(run)()
+
+
+@TRANSACTIONAL
+def test_a_chunked_turn_submission_is_read_whole(alice, api_key_for, conversation):
+    text = "Where is my parcel? " * 50
+    body = json.dumps({"text": text, "turn_id": "chunked-1"}).encode()
+    headers = [
+        (b"authorization", f"Bearer {api_key_for(alice)}".encode()),
+        (b"content-type", b"application/json"),
+        (b"transfer-encoding", b"chunked"),
+    ]
+
+    status, _, answer = request(
+        "POST", f"/api/v1/conversations/{conversation.pk}/turns/", headers, [body[:300], body[300:]]
+    )
+
+    assert (status, json.loads(answer).get("turn_id")) == (202, "chunked-1"), answer
+    assert Turn.objects.get(turn_id="chunked-1").input == text
+
+
+@TRANSACTIONAL
+def test_a_chunked_body_larger_than_the_upload_limit_is_refused(
+    alice, api_key_for, conversation, settings
+):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = json.dumps({"text": "x" * 2000}).encode()
+    headers = [
+        (b"authorization", f"Bearer {api_key_for(alice)}".encode()),
+        (b"content-type", b"application/json"),
+        (b"transfer-encoding", b"chunked"),
+    ]
+
+    status, _, answer = request(
+        "POST", f"/api/v1/conversations/{conversation.pk}/turns/", headers, [body[:900], body[900:]]
+    )
+
+    assert status == 400, answer
+    assert json.loads(answer)["error"] == {
+        "code": "validation_error",
+        "message": "The request body is larger than 1000 bytes.",
+        "details": {"body": ["The request body is larger than 1000 bytes."]},
+    }
+    assert not Turn.objects.exists()
+
+
+@TRANSACTIONAL
+def test_an_underscore_header_cannot_stand_in_for_its_dashed_twin(alice, api_key_for):
+    headers = [
+        (b"authorization", f"Bearer {api_key_for(alice)}".encode()),
+        (b"x_request_id", b"chosen-by-the-client"),
+    ]
+
+    status, response_headers, _ = request("GET", "/api/v1/me/", headers, [b""])
+
+    assert status == 200
+    assert response_headers["x-request-id"] != "chosen-by-the-client"
+    assert len(response_headers["x-request-id"]) == 32

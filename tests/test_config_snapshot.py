@@ -4,12 +4,16 @@ Turns read the configuration from the snapshot; a committed change of a watched 
 new version in the shared cache, and the next turn of every process reloads.
 """
 
+from datetime import UTC, datetime, timedelta
+
+import time_machine
 from django.core.cache import cache
 
 from agents import snapshot
 from agents.models import LLMModel, RoutingRule
 from conversations.execution import drain_conversation
 from conversations.models import Turn
+from orchestra_site import versions
 from tests.llm_helpers import chain_set, model_make, provider_make
 from tests.turn_helpers import agent_make, local_model_reply, submit
 
@@ -66,6 +70,7 @@ def test_a_committed_chain_change_is_the_next_chain(
     assert support_agent.model_chain() == [local]
 
 
+@time_machine.travel("2026-11-21 12:00:05Z", tick=False)  # inside one MAX_AGE_S window
 def test_reading_an_unchanged_configuration_costs_no_query(
     support_agent, django_assert_num_queries
 ):
@@ -85,4 +90,37 @@ def test_a_flushed_cache_starts_a_new_version_and_the_snapshot_reloads(support_a
     second = snapshot.current()
     assert second.version != first.version
     assert second is not first
-    assert cache.get(snapshot.VERSION.key) == second.version
+    assert second.version.startswith(cache.get(snapshot.VERSION.key) + ":")
+
+
+def test_without_a_cache_shared_between_processes_every_turn_reads_the_database(
+    support_agent, settings
+):
+    """The embedded mode: `manage.py orchestra_config apply` runs in a process of its own,
+    whose new version the server's local-memory cache would never see."""
+    settings.REDIS_URL = ""
+    first = snapshot.current()
+
+    refunds = agent_make("refunds")
+    RoutingRule.objects.bulk_create(
+        [RoutingRule(name="refund", priority=10, pattern="refund", agent=refunds)]
+    )  # bulk_create sends no post_save either
+
+    second = snapshot.current()
+    assert second is not first
+    assert [rule.name for rule in second.rules] == ["refund"]
+
+
+def test_a_copy_is_reloaded_after_max_age_even_without_a_new_version(support_agent):
+    start = datetime(2026, 11, 21, 12, 0, 5, tzinfo=UTC)  # 5 s into a MAX_AGE_S window
+    with time_machine.travel(start, tick=False):
+        first = snapshot.current()
+        RoutingRule.objects.bulk_create(  # sends no signal: as if the new version were lost
+            [RoutingRule(name="refund", priority=10, pattern="refund", agent=support_agent)]
+        )
+        assert snapshot.current() is first
+
+    with time_machine.travel(start + timedelta(seconds=versions.MAX_AGE_S), tick=False):
+        reloaded = snapshot.current()
+
+    assert [rule.name for rule in reloaded.rules] == ["refund"]

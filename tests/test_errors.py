@@ -189,6 +189,19 @@ def test_400_for_a_malformed_json_body(api_client):
 
 
 @with_test_views
+def test_400_for_a_body_over_the_upload_limit(api_client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    message = "The request body is larger than 100 bytes."
+
+    response = api_client.post("/api/test/echo/", {"text": "x" * 200}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {"code": "validation_error", "message": message, "details": {"body": [message]}}
+    }
+
+
+@with_test_views
 def test_400_names_the_invalid_fields(api_client):
     response = api_client.post("/api/test/echo/", {"text": "too long"}, format="json")
 
