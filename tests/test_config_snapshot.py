@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import time_machine
 from django.core.cache import cache
+from django.db import transaction
 
 from agents import snapshot
 from agents.models import LLMModel, RoutingRule
@@ -15,7 +16,7 @@ from conversations.execution import drain_conversation
 from conversations.models import Turn
 from orchestra_site import versions
 from tests.llm_helpers import chain_set, model_make, provider_make
-from tests.turn_helpers import agent_make, local_model_reply, submit
+from tests.turn_helpers import TRANSACTIONAL, agent_make, local_model_reply, submit
 
 pytest_plugins = ["tests.turn_fixtures"]
 
@@ -124,3 +125,20 @@ def test_a_copy_is_reloaded_after_max_age_even_without_a_new_version(support_age
         reloaded = snapshot.current()
 
     assert [rule.name for rule in reloaded.rules] == ["refund"]
+
+
+@TRANSACTIONAL
+def test_a_change_sets_a_new_version_at_once_and_again_when_it_commits(support_agent):
+    """A process that reloads between the two reads the old rows under the first new
+    version; the second one makes it reload again."""
+    before = cache.get(snapshot.VERSION.key)
+
+    with transaction.atomic():
+        RoutingRule.objects.create(
+            name="refund", priority=10, pattern="refund", agent=support_agent
+        )
+        during = cache.get(snapshot.VERSION.key)
+    after = cache.get(snapshot.VERSION.key)
+
+    assert len({before, during, after}) == 3
+    assert None not in (during, after)
