@@ -76,6 +76,7 @@ def turn_submit(
     Validation (text length, turn_id format) is the caller's; with `owner`, only that
     user's conversation is found (Conversation.DoesNotExist otherwise).
     """
+    generated = not turn_id  # a fresh id: no earlier submission can have it
     turn_id = turn_id or uuid.uuid4().hex
     input_hash = text_digest(text)
     score = sentiment(text)
@@ -84,7 +85,11 @@ def turn_submit(
         if owner is not None:
             conversations = conversations.filter(owner=owner)
         conversation = conversations.get(pk=conversation_id)
-        existing = Turn.objects.filter(conversation=conversation, turn_id=turn_id).first()
+        existing = (
+            None
+            if generated
+            else Turn.objects.filter(conversation=conversation, turn_id=turn_id).first()
+        )
         if existing is not None:
             if existing.input_hash != input_hash:
                 raise IdempotencyMismatch()

@@ -2,6 +2,8 @@
 conversations. Service level; the after-commit work runs as a real commit would run it."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from agents.models import Agent
 from conversations.events import _keys
@@ -79,6 +81,16 @@ def test_without_a_turn_id_each_submission_gets_a_fresh_one(conversation):
     assert first.turn_id != second.turn_id
     assert all(len(t.turn_id) == 32 and int(t.turn_id, 16) >= 0 for t in (first, second))
     assert (first.number, second.number) == (1, 2)
+
+
+def test_only_a_client_chosen_turn_id_is_looked_up_before_the_insert(conversation):
+    def turn_reads(turn_id):
+        with CaptureQueriesContext(connection) as queries:
+            turn_submit(conversation_id=conversation.pk, text=QUESTION, turn_id=turn_id)
+        return [q["sql"] for q in queries if q["sql"].startswith('SELECT "conversations_turn"')]
+
+    assert len(turn_reads("client-chosen")) == 1
+    assert turn_reads(None) == []  # a fresh id, which no earlier submission can have
 
 
 @pytest.mark.parametrize(
