@@ -22,9 +22,18 @@ class Snapshot:
     rules: tuple[RoutingRule, ...]  # active, with an active agent, in the order they run
     chains: dict[int, tuple[LLMModel, ...]]  # agent id -> its active models, primary first
     local: tuple[LLMModel, ...]  # the chain of an agent that has no usable model
+    agents: dict[int, Agent]  # every agent, active or not, by id
 
     def chain(self, agent: Agent) -> tuple[LLMModel, ...]:
         return self.chains.get(agent.pk) or self.local
+
+    def agent(self, agent_id: int) -> Agent:
+        """The agent; from the database if it is newer than the snapshot (its new version
+        did not reach the cache)."""
+        return self.agents.get(agent_id) or Agent.objects.get(pk=agent_id)
+
+    def default_agent(self) -> Agent | None:
+        return next((a for a in self.agents.values() if a.is_default and a.is_active), None)
 
 
 _current: Snapshot | None = None
@@ -58,4 +67,5 @@ def _load(version: str) -> Snapshot:
         rules=tuple(rules.order_by("priority", "name")),
         chains={agent_id: tuple(models) for agent_id, models in chains.items()},
         local=tuple(local),
+        agents=Agent.objects.in_bulk(),
     )

@@ -187,13 +187,14 @@ class DeltaPublisher:
 def _route(turn: Turn) -> tuple[Agent, str]:
     """The agent for this turn and why: the first matching active routing rule by
     priority, else the conversation's agent, else the default agent."""
-    for rule in snapshot.current().rules:
+    config = snapshot.current()
+    for rule in config.rules:
         if rule.matches(turn.input):
             return rule.agent, f"rule:{rule.name}"
-    agent = turn.conversation.agent
+    agent = config.agent(turn.conversation_agent_id)
     if agent.is_active:
         return agent, "conversation_agent"
-    default = Agent.objects.filter(is_default=True, is_active=True).first()
+    default = config.default_agent()
     if default is None:
         raise LookupError("The conversation's agent is inactive and no default agent is set.")
     return default, "default_agent"
@@ -284,7 +285,7 @@ def execute_turn(turn: Turn, heartbeat: Heartbeat) -> None:
     if turn.attempt > 1 and event_buffer().has_events(turn.pk):
         run.deltas.reset()  # an earlier attempt may have streamed text: start the text over
     metrics.TURNS_IN_PROGRESS.inc()
-    agent_slug = turn.conversation.agent.slug
+    agent_slug = snapshot.current().agent(turn.conversation_agent_id).slug
     try:
         agent, intent = _route(turn)
         run.agent, agent_slug = agent, agent.slug

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from agents.models import Agent
@@ -206,7 +207,8 @@ def turn_claim_next(*, conversation_id) -> Turn | None:
     """Claim the conversation's next turn for execution, in number order.
 
     Precondition: the caller holds the conversation's execution lock. Returns the turn
-    moved to `processing` with a new attempt number and lease, or None when there is
+    moved to `processing` with a new attempt number and lease (and, as
+    `conversation_agent_id`, the conversation's agent now), or None when there is
     nothing to run now. A `processing` turn whose lease has not expired blocks the ones
     after it (its worker may still be alive); recovery deals with it when the lease ends.
     """
@@ -214,7 +216,8 @@ def turn_claim_next(*, conversation_id) -> Turn | None:
         with transaction.atomic():
             turn = (
                 Turn.objects.select_for_update(of=("self",))
-                .select_related("conversation__agent")
+                # The agent row itself comes from agents.snapshot.
+                .annotate(conversation_agent_id=F("conversation__agent_id"))
                 .filter(conversation_id=conversation_id, status__in=Turn.PENDING)
                 .order_by("number")
                 .first()

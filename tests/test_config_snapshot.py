@@ -11,7 +11,7 @@ from django.core.cache import cache
 from django.db import transaction
 
 from agents import snapshot
-from agents.models import LLMModel, RoutingRule
+from agents.models import Agent, LLMModel, RoutingRule
 from conversations.execution import drain_conversation
 from conversations.models import Turn
 from orchestra_site import versions
@@ -142,3 +142,12 @@ def test_a_change_sets_a_new_version_at_once_and_again_when_it_commits(support_a
 
     assert len({before, during, after}) == 3
     assert None not in (during, after)
+
+
+def test_an_agent_newer_than_the_snapshot_is_read_from_the_database(support_agent):
+    config = snapshot.current()
+    [newer] = Agent.objects.bulk_create([Agent(slug="newer", name="Newer")])  # no signal
+
+    assert newer.pk not in config.agents
+    assert config.agent(newer.pk) == newer
+    assert config.agent(support_agent.pk) is config.agents[support_agent.pk]
