@@ -112,19 +112,24 @@ def request(method: str, path: str, headers: list, chunks: list[bytes]) -> tuple
     return async_to_sync(run)()
 
 
-@TRANSACTIONAL
-def test_a_chunked_turn_submission_is_read_whole(alice, api_key_for, conversation):
-    text = "Where is my parcel? " * 50
-    body = json.dumps({"text": text, "turn_id": "chunked-1"}).encode()
+def submit_chunked(api_key: str, conversation, payload: dict, first_chunk: int):
+    """POST a turn with a chunked body, in two chunks."""
+    body = json.dumps(payload).encode()
     headers = [
-        (b"authorization", f"Bearer {api_key_for(alice)}".encode()),
+        (b"authorization", f"Bearer {api_key}".encode()),
         (b"content-type", b"application/json"),
         (b"transfer-encoding", b"chunked"),
     ]
+    chunks = [body[:first_chunk], body[first_chunk:]]
+    return request("POST", f"/api/v1/conversations/{conversation.pk}/turns/", headers, chunks)
 
-    status, _, answer = request(
-        "POST", f"/api/v1/conversations/{conversation.pk}/turns/", headers, [body[:300], body[300:]]
-    )
+
+@TRANSACTIONAL
+def test_a_chunked_turn_submission_is_read_whole(alice, api_key_for, conversation):
+    text = "Where is my parcel? " * 50
+    payload = {"text": text, "turn_id": "chunked-1"}
+
+    status, _, answer = submit_chunked(api_key_for(alice), conversation, payload, 300)
 
     assert (status, json.loads(answer).get("turn_id")) == (202, "chunked-1"), answer
     assert Turn.objects.get(turn_id="chunked-1").input == text
@@ -135,16 +140,8 @@ def test_a_chunked_body_larger_than_the_upload_limit_is_refused(
     alice, api_key_for, conversation, settings
 ):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
-    body = json.dumps({"text": "x" * 2000}).encode()
-    headers = [
-        (b"authorization", f"Bearer {api_key_for(alice)}".encode()),
-        (b"content-type", b"application/json"),
-        (b"transfer-encoding", b"chunked"),
-    ]
 
-    status, _, answer = request(
-        "POST", f"/api/v1/conversations/{conversation.pk}/turns/", headers, [body[:900], body[900:]]
-    )
+    status, _, answer = submit_chunked(api_key_for(alice), conversation, {"text": "x" * 2000}, 900)
 
     assert status == 400, answer
     assert json.loads(answer)["error"] == {
