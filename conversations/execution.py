@@ -184,10 +184,9 @@ class DeltaPublisher:
         return publish(turn=self.turn, event_type=event_type, attempt=self.turn.attempt, **data)
 
 
-def _route(turn: Turn) -> tuple[Agent, str]:
+def _route(turn: Turn, config: snapshot.Snapshot) -> tuple[Agent, str]:
     """The agent for this turn and why: the first matching active routing rule by
     priority, else the conversation's agent, else the default agent."""
-    config = snapshot.current()
     for rule in config.rules:
         if rule.matches(turn.input):
             return rule.agent, f"rule:{rule.name}"
@@ -285,9 +284,10 @@ def execute_turn(turn: Turn, heartbeat: Heartbeat) -> None:
     if turn.attempt > 1 and event_buffer().has_events(turn.pk):
         run.deltas.reset()  # an earlier attempt may have streamed text: start the text over
     metrics.TURNS_IN_PROGRESS.inc()
-    agent_slug = snapshot.current().agent(turn.conversation_agent_id).slug
+    config = snapshot.current()
+    agent_slug = config.agent(turn.conversation_agent_id).slug
     try:
-        agent, intent = _route(turn)
+        agent, intent = _route(turn, config)
         run.agent, agent_slug = agent, agent.slug
         if turn.intent == Turn.MOOD_ESCALATION:  # decided when the turn was submitted
             outcome, echo, intent = _escalate_for_mood(run), None, Turn.MOOD_ESCALATION
