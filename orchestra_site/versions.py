@@ -7,8 +7,8 @@ that reloaded in between (and may have read the old rows) reloads once more.
 
 Two limits keep a copy honest when a new version cannot be set (Redis unreachable at
 that moment) or is never seen: the token a process compares also changes every
-MAX_AGE_S seconds, and without a cache shared between processes (the embedded mode,
-where `manage.py` commands run in processes of their own) every use reloads.
+MAX_AGE_S seconds, and every second without a cache shared between processes (the
+embedded mode, where a `manage.py` command's new version stays in its own process).
 """
 
 import time
@@ -23,6 +23,7 @@ from django.db.models.signals import post_delete, post_save
 log = structlog.get_logger("orchestra.versions")
 
 MAX_AGE_S = 30
+MAX_AGE_UNSHARED_S = 1
 
 
 class SharedVersion:
@@ -30,14 +31,14 @@ class SharedVersion:
         self.key = key
 
     def current(self) -> str:
-        """A token that changes when the rows change, and at least every MAX_AGE_S."""
-        if not settings.REDIS_URL:
-            return uuid.uuid4().hex
+        """A token that changes when the rows change, and at least every MAX_AGE_S
+        (MAX_AGE_UNSHARED_S when the cache is this process's own)."""
         version = cache.get(self.key)
         if version is None:  # first use, or the cache was flushed: start a version
             cache.add(self.key, uuid.uuid4().hex, timeout=None)
             version = cache.get(self.key)
-        return f"{version}:{int(time.time() // MAX_AGE_S)}"
+        max_age = MAX_AGE_S if settings.REDIS_URL else MAX_AGE_UNSHARED_S
+        return f"{version}:{int(time.time() // max_age)}"
 
     def bump(self, using: str | None = None) -> None:
         """A new version now and once the current transaction (if any) has committed."""

@@ -94,22 +94,28 @@ def test_a_flushed_cache_starts_a_new_version_and_the_snapshot_reloads(support_a
     assert second.version.startswith(cache.get(snapshot.VERSION.key) + ":")
 
 
-def test_without_a_cache_shared_between_processes_every_turn_reads_the_database(
-    support_agent, settings
+def test_without_a_cache_shared_between_processes_a_copy_lasts_a_second(
+    support_agent, settings, django_assert_num_queries
 ):
     """The embedded mode: `manage.py orchestra_config apply` runs in a process of its own,
     whose new version the server's local-memory cache would never see."""
     settings.REDIS_URL = ""
-    first = snapshot.current()
+    start = datetime(2026, 11, 21, 12, 0, 5, 100_000, tzinfo=UTC)
+    with time_machine.travel(start, tick=False):
+        first = snapshot.current()
+        refunds = agent_make("refunds")  # a save in this process: seen at once
+        assert snapshot.current() is not first
+        second = snapshot.current()
+        RoutingRule.objects.bulk_create(  # as another process would: no signal here
+            [RoutingRule(name="refund", priority=10, pattern="refund", agent=refunds)]
+        )
+        with django_assert_num_queries(0):  # a turn reads it twice; it loads once
+            assert snapshot.current() is second
 
-    refunds = agent_make("refunds")
-    RoutingRule.objects.bulk_create(
-        [RoutingRule(name="refund", priority=10, pattern="refund", agent=refunds)]
-    )  # bulk_create sends no post_save either
+    with time_machine.travel(start + timedelta(seconds=1), tick=False):
+        third = snapshot.current()
 
-    second = snapshot.current()
-    assert second is not first
-    assert [rule.name for rule in second.rules] == ["refund"]
+    assert [rule.name for rule in third.rules] == ["refund"]
 
 
 def test_a_copy_is_reloaded_after_max_age_even_without_a_new_version(support_agent):
