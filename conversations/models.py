@@ -81,7 +81,12 @@ class Turn(models.Model):
         "agents.Agent", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     intent = models.CharField(
-        max_length=120, blank=True, help_text="Why this agent: a routing rule or the default."
+        max_length=120,
+        blank=True,
+        help_text=(
+            "Why this agent: rule:<name>, conversation_agent, default_agent, or "
+            "mood_escalation (set at submission: the turn goes to a human)."
+        ),
     )
     sentiment = models.FloatField(null=True, blank=True, help_text="Of the input, -1 to 1.")
     error_code = models.CharField(max_length=64, blank=True)
