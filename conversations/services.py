@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -212,6 +212,9 @@ def turn_claim_next(*, conversation_id) -> Turn | None:
     nothing to run now. A `processing` turn whose lease has not expired blocks the ones
     after it (its worker may still be alive); recovery deals with it when the lease ends.
     """
+    claimed = _claim_if_queued(conversation_id)
+    if claimed is not None:
+        return claimed
     while True:
         with transaction.atomic():
             turn = (
@@ -237,6 +240,49 @@ def turn_claim_next(*, conversation_id) -> Turn | None:
             turn.started_at = turn.started_at or now
             turn.save(update_fields=["status", "attempt", "lease_expires_at", "started_at"])
             return turn
+
+
+# The usual claim, in one statement: the conversation's first pending turn, if it is
+# queued. Anything else (a running turn ahead, an expired lease) takes the loop above.
+_CLAIM_QUEUED_SQL = """
+UPDATE {turn}
+SET status = %s, attempt = attempt + 1, lease_expires_at = %s,
+    started_at = COALESCE(started_at, %s)
+WHERE id = (
+    SELECT id FROM {turn}
+    WHERE conversation_id = %s AND status IN (%s, %s)
+    ORDER BY number
+    LIMIT 1 {for_update}
+) AND status = %s
+RETURNING *, (SELECT agent_id FROM {conversation} WHERE id = conversation_id)
+    AS conversation_agent_id
+"""
+
+
+def _claim_if_queued(conversation_id) -> Turn | None:
+    connection = connections[Turn.objects.db]
+    if not connection.features.can_return_columns_from_insert:  # SQLite before 3.35
+        return None
+    sql = _CLAIM_QUEUED_SQL.format(
+        turn=Turn._meta.db_table,
+        conversation=Conversation._meta.db_table,
+        for_update="FOR UPDATE" if connection.features.has_select_for_update else "",
+    )
+    now = timezone.now()
+
+    def prep(field: str, value):
+        return Turn._meta.get_field(field).get_db_prep_value(value, connection)
+
+    params = [
+        Turn.Status.PROCESSING,
+        prep("lease_expires_at", _lease_deadline()),
+        prep("started_at", now),
+        prep("conversation", conversation_id),
+        Turn.Status.QUEUED,
+        Turn.Status.PROCESSING,
+        Turn.Status.QUEUED,
+    ]
+    return next(iter(Turn.objects.raw(sql, params)), None)
 
 
 def turn_extend_lease(*, turn: Turn) -> bool:
