@@ -241,4 +241,4 @@ def _wait_until_terminal(turn: Turn, wait_s: int) -> Turn:
         connection.close()
         if ended:
             break
-    return Turn.objects.select_related("agent").get(pk=turn.pk)
+    return Turn.objects.get(pk=turn.pk)

@@ -38,8 +38,9 @@ def conversations_for_output(user) -> QuerySet[Conversation]:
 
 
 def turns_visible_to(user, conversation_id) -> QuerySet[Turn]:
-    """The turns of a conversation the user may see, in one query (no conversation read)."""
-    queryset = Turn.objects.filter(conversation_id=conversation_id).select_related("agent")
+    """The turns of a conversation the user may see, in one query (no conversation read).
+    Their agents come from the configuration snapshot when rendered, not from a join."""
+    queryset = Turn.objects.filter(conversation_id=conversation_id)
     return queryset if can_view_all(user) else queryset.filter(conversation__owner=user)
 
 

@@ -5,6 +5,7 @@ from django.core.validators import RegexValidator
 from django.db.models import Sum
 from rest_framework import serializers
 
+from agents import snapshot
 from conversations.models import Conversation, Turn
 
 TURN_ID_VALIDATOR = RegexValidator(
@@ -102,7 +103,7 @@ class TurnOutput(serializers.ModelSerializer):
             "status": turn.status,
             "input": turn.input,
             "output": turn.output,
-            "agent": turn.agent.slug if turn.agent_id else None,
+            "agent": _agent_slug(turn),
             "intent": turn.intent,
             "error": turn.error,
             "usage": turn.usage,
@@ -123,6 +124,16 @@ class TurnOutput(serializers.ModelSerializer):
 
     def get_echo(self, obj) -> dict | None:
         return obj.public_echo
+
+
+def _agent_slug(turn: Turn) -> str | None:
+    """The agent's slug, from the turn's loaded agent, else from the configuration
+    snapshot (no join or query for a single turn)."""
+    if turn.agent_id is None:
+        return None
+    if Turn.agent.is_cached(turn):
+        return turn.agent.slug
+    return snapshot.current().agent(turn.agent_id).slug
 
 
 def _timestamp(value: datetime | None) -> str | None:

@@ -14,6 +14,7 @@ from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from agents import snapshot
 from agents.models import Agent
 from conversations import events
 from conversations.models import Conversation, Turn, text_digest
@@ -82,10 +83,11 @@ def turn_submit(
     input_hash = text_digest(text)
     score = sentiment(text)
     with transaction.atomic():
-        conversations = Conversation.objects.select_related("agent").select_for_update(of=("self",))
+        conversations = Conversation.objects.select_for_update()
         if owner is not None:
             conversations = conversations.filter(owner=owner)
         conversation = conversations.get(pk=conversation_id)
+        agent = snapshot.current().agent(conversation.agent_id)
         existing = (
             None
             if generated
@@ -99,14 +101,14 @@ def turn_submit(
             raise ConversationClosed(
                 f"This conversation is {conversation.get_status_display().lower()}."
             )
-        strategy = conversation.agent.double_text
+        strategy = agent.double_text
         if strategy == Agent.DoubleText.REJECT and _pending(conversation).exists():
             raise ConversationBusy()
         if strategy == Agent.DoubleText.INTERRUPT:
             _cancel_pending(conversation, reason="Interrupted by a newer message.")
 
         conversation.turn_count += 1
-        escalate = _follow_mood(conversation, score)
+        escalate = _follow_mood(conversation, agent, score)
         conversation.save(update_fields=["turn_count", "mood", "low_mood_turns", "updated_at"])
         turn = Turn.objects.create(
             conversation=conversation,
@@ -127,11 +129,10 @@ def turn_submit(
     return Submission(turn, replayed=False)
 
 
-def _follow_mood(conversation: Conversation, score: float) -> bool:
+def _follow_mood(conversation: Conversation, agent: Agent, score: float) -> bool:
     """Fold the new input's sentiment into the conversation's mood, in submission order,
     and say whether the mood has now stayed below the agent's threshold long enough for
     the turn to go to a human instead of the bot."""
-    agent = conversation.agent
     threshold = agent.escalate_mood_below
     conversation.mood = next_mood(conversation.mood, score)
     low = threshold is not None and conversation.mood < threshold

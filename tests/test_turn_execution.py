@@ -160,7 +160,8 @@ def test_a_conversation_whose_agent_was_deactivated_is_answered_by_the_default_a
     sales = agent_make("sales", system_prompt="You sell things.")
     conversation = conversation_make(owner=alice, agent=sales)
     turn = submit(conversation, QUESTION, "a").turn
-    Agent.objects.filter(pk=sales.pk).update(is_active=False)
+    sales.is_active = False
+    sales.save()  # as the admin does: the configuration snapshot sees the change
 
     drain_conversation(conversation.pk)
 
@@ -177,7 +178,8 @@ def test_a_turn_no_agent_can_answer_fails_with_an_internal_error(alice):
     lonely = agent_make("lonely")
     conversation = conversation_make(owner=alice, agent=lonely)
     turn = submit(conversation, QUESTION, "a").turn
-    Agent.objects.filter(pk=lonely.pk).update(is_active=False)
+    lonely.is_active = False
+    lonely.save()
 
     drain_conversation(conversation.pk)
 
