@@ -5,6 +5,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 
 def normalize_text(text: str) -> str:
@@ -117,9 +118,25 @@ class Turn(models.Model):
                 fields=["conversation", "turn_id"], name="conversations_turn_unique_turn_id"
             ),
         ]
+        # Partial indexes: they hold only the few turns not yet done, so the executor's
+        # and recovery's reads stay small however many turns are completed, and finishing
+        # a turn writes nothing to them.
         indexes = [
-            models.Index(fields=["status", "lease_expires_at"]),
-            models.Index(fields=["status", "created_at"]),
+            models.Index(
+                fields=["conversation", "number"],
+                condition=Q(status__in=["queued", "processing"]),
+                name="conversations_turn_pending",
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status="processing"),
+                name="conversations_turn_leases",
+            ),
+            models.Index(
+                fields=["created_at"],
+                condition=Q(status="queued"),
+                name="conversations_turn_queued",
+            ),
         ]
 
     def __str__(self) -> str:
