@@ -164,3 +164,50 @@ def test_an_underscore_header_cannot_stand_in_for_its_dashed_twin(alice, api_key
     assert status == 200
     assert response_headers["x-request-id"] != "chosen-by-the-client"
     assert len(response_headers["x-request-id"]) == 32
+
+
+def test_requests_on_one_worker_thread_share_its_context_and_not_other_threads():
+    """Django's cache clients live in context-local storage: on the WSGI path they must
+    outlive the request (a2wsgi hands each request a fresh copy of the loop's context),
+    and the response must be read and closed (request_finished) in that same context."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orchestra_site.asgi import InThreadContext
+
+    requests = contextvars.ContextVar("requests")
+    seen = []
+
+    class Response:
+        def __iter__(self):
+            seen.append(("read", requests.get()))
+            yield b"ok"
+
+        def close(self):
+            seen.append(("closed", requests.get()))
+
+    def django_like(environ, start_response):
+        requests.set(requests.get(0) + 1)
+        return Response()
+
+    app = InThreadContext(django_like)
+
+    def serve():
+        response = contextvars.copy_context().run(app, {}, None)  # as a2wsgi calls it
+        assert list(response) == [b"ok"]
+        response.close()
+
+    with ThreadPoolExecutor(max_workers=1) as one_thread:
+        for _ in range(3):
+            one_thread.submit(serve).result()
+    with ThreadPoolExecutor(max_workers=1) as another_thread:
+        another_thread.submit(serve).result()
+
+    assert seen == [
+        ("read", 1), ("closed", 1),
+        ("read", 2), ("closed", 2),
+        ("read", 3), ("closed", 3),
+        ("read", 1), ("closed", 1),
+    ]  # fmt: skip
+    with pytest.raises(LookupError):
+        requests.get()  # nothing leaks into the caller's context
