@@ -16,10 +16,12 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cache
 
 import structlog
 from channels.layers import get_channel_layer
 from django.conf import settings
+from redis.exceptions import NoScriptError
 
 from orchestra_site.redis_client import async_client, sync_client
 
@@ -51,6 +53,16 @@ return seq
 """
 
 
+def _append_args(event: dict, attempt: int) -> list:
+    return [
+        json.dumps(event, separators=(",", ":")),
+        "1" if event["type"] in TERMINAL_TYPES else "0",
+        settings.TURN_EVENTS_MAXLEN,
+        settings.TURN_EVENTS_TTL_SECONDS,
+        attempt,
+    ]
+
+
 def _keys(turn_pk: int) -> list[str]:
     """The turn's keys, in one hash slot: its events, the last seq, the end mark, the
     newest attempt, and a one-entry stream written at the end (for wait_until_ended)."""
@@ -63,18 +75,27 @@ class RedisEventBuffer:
         self._append = sync_client().register_script(_APPEND_SCRIPT)
 
     def append(self, turn_pk: int, event: dict, attempt: int = 0) -> int | None:
-        terminal = "1" if event["type"] in TERMINAL_TYPES else "0"
-        seq = self._append(
-            keys=_keys(turn_pk),
-            args=[
-                json.dumps(event, separators=(",", ":")),
-                terminal,
-                settings.TURN_EVENTS_MAXLEN,
-                settings.TURN_EVENTS_TTL_SECONDS,
-                attempt,
-            ],
-        )
-        return int(seq) or None
+        return int(self._append(keys=_keys(turn_pk), args=_append_args(event, attempt))) or None
+
+    def append_for_group(
+        self, turn_pk: int, event: dict, attempt: int, group: str
+    ) -> tuple[int | None, bool]:
+        """Append, and say in the same round trip whether the channel-layer group has
+        members: when nobody listens, the group send (two more round trips) is left out."""
+        members_key = _group_members_key(group)
+        if members_key is None:
+            return self.append(turn_pk, event, attempt), True
+        keys, args = _keys(turn_pk), _append_args(event, attempt)
+        # EVALSHA itself: a Script queued on a pipeline costs a SCRIPT EXISTS round trip.
+        pipe = sync_client().pipeline(transaction=False)
+        pipe.evalsha(self._append.sha, len(keys), *keys, *args)
+        pipe.exists(members_key)
+        seq, members = pipe.execute(raise_on_error=False)
+        if isinstance(seq, NoScriptError):  # Redis lost its scripts: nothing ran yet
+            seq = self._append(keys=keys, args=args)
+        elif isinstance(seq, Exception):
+            raise seq
+        return int(seq) or None, bool(members)
 
     def has_ended(self, turn_pk: int) -> bool:
         return bool(sync_client().exists(_keys(turn_pk)[2]))
@@ -113,6 +134,25 @@ class RedisEventBuffer:
         finally:
             await client.aclose()
         return self._decode(answer[0][1]) if answer else []
+
+
+def _group_members_key(group: str) -> str | None:
+    """Where channels_redis keeps the group's members (a sorted set that exists while the
+    group has any), when the channel layer lives on the Redis of the event buffers; else
+    None (then every event is sent to the group)."""
+    prefix = _group_keys_prefix()
+    return None if prefix is None else prefix + group
+
+
+@cache
+def _group_keys_prefix() -> str | None:
+    layer = settings.CHANNEL_LAYERS.get("default", {})
+    config = layer.get("CONFIG", {})
+    if layer.get("BACKEND") != "channels_redis.core.RedisChannelLayer":
+        return None
+    if config.get("hosts") != [settings.REDIS_URL]:
+        return None
+    return f"{config.get('prefix', 'asgi')}:group:"
 
 
 @dataclass
@@ -165,6 +205,11 @@ class MemoryEventBuffer:
         for loop, ready in waiters:
             loop.call_soon_threadsafe(ready.set)
         return stream.seq
+
+    def append_for_group(
+        self, turn_pk: int, event: dict, attempt: int, group: str
+    ) -> tuple[int | None, bool]:
+        return self.append(turn_pk, event, attempt), True
 
     def has_ended(self, turn_pk: int) -> bool:
         stream = self._stream(turn_pk)
@@ -287,13 +332,15 @@ def publish(*, turn, event_type: str, attempt: int = 0, **data) -> dict | None:
         "number": turn.number,
         **data,
     }
-    seq = event_buffer().append(turn.pk, event, attempt)
+    group = f"conversation.{turn.conversation_id.hex}"
+    seq, listened = event_buffer().append_for_group(turn.pk, event, attempt, group)
     if seq is None:
         return None
     event["seq"] = seq
-    layer_sender.send(
-        f"conversation.{turn.conversation_id.hex}", {"type": "turn.event", "event": event}
-    )
+    # A listener that joins after this check reads the event from the buffer, as it
+    # reads every event from before it joined (it resumes after the last seq it saw).
+    if listened:
+        layer_sender.send(group, {"type": "turn.event", "event": event})
     return event
 
 

@@ -3,11 +3,14 @@
 GET …/turns/{n}/events/ is an async view; it is requested through Django's AsyncClient.
 """
 
+import asyncio
 import json
 import threading
 import time
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 
 from conversations.events import (
     MemoryEventBuffer,
@@ -320,3 +323,40 @@ def test_the_replayed_completion_of_an_echo_shows_the_public_echo_only(finished_
         "turn.completed",
     ]
     assert frames[-1]["data"]["echo"] == {"action": "regenerated", "similar_to": 1, "score": 1.0}
+
+
+# --- the conversation's channel-layer group ------------------------------------------------
+
+
+async def _receive(layer, channel: str, count: int) -> list[dict]:
+    return [await asyncio.wait_for(layer.receive(channel), timeout=5) for _ in range(count)]
+
+
+def test_a_member_of_the_conversations_group_receives_every_event_in_order(conversation):
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(conversation.group_name, channel)
+    try:
+        turn = submit(conversation, QUESTION, "msg-1").turn
+        drain_conversation(conversation.pk)
+        events = buffered(turn)
+        received = async_to_sync(_receive)(layer, channel, len(events))
+    finally:
+        async_to_sync(layer.group_discard)(conversation.group_name, channel)
+
+    assert types_of(events)[0] == "turn.accepted" and types_of(events)[-1] == "turn.completed"
+    assert received == [{"type": "turn.event", "event": event} for event in events]
+
+
+def test_publishing_goes_on_after_redis_loses_its_scripts(conversation):
+    turn = submit(conversation, QUESTION, "msg-1").turn
+    assert seqs(buffered(turn)) == [1]
+    redis_client().script_flush()
+
+    event = publish(turn=turn, event_type="turn.delta", text="Hello")
+
+    assert event["seq"] == 2
+    assert [(e["type"], e["seq"]) for e in buffered(turn)] == [
+        ("turn.accepted", 1),
+        ("turn.delta", 2),
+    ]
