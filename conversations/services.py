@@ -91,7 +91,8 @@ def turn_submit(
         existing = (
             None
             if generated
-            else Turn.objects.filter(conversation=conversation, turn_id=turn_id).first()
+            # order_by(): the default ordering (by conversation) would join the conversations.
+            else Turn.objects.filter(conversation=conversation, turn_id=turn_id).order_by().first()
         )
         if existing is not None:
             if existing.input_hash != input_hash:
