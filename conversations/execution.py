@@ -33,7 +33,7 @@ from conversations.echo import find_echo
 from conversations.events import event_buffer, publish
 from conversations.locks import acquire_conversation_lock
 from conversations.models import Conversation, Turn, TurnStep, text_digest
-from conversations.selectors import recent_replies
+from conversations.selectors import pending_statuses, recent_replies
 from conversations.services import (
     conversation_apply_sink,
     turn_claim_next,
@@ -79,11 +79,7 @@ def drain_conversation(conversation_id) -> int:
         # Another turn may be queued: one submitted while this one ran, or committed after
         # the claim and before the release, whose own job found the lock taken. A turn
         # still processing belongs to another attempt; recovery deals with it.
-        pending = set(
-            Turn.objects.filter(conversation_id=conversation_id, status__in=Turn.PENDING)
-            .order_by()
-            .values_list("status", flat=True)
-        )
+        pending = pending_statuses(conversation_id)
         if Turn.Status.QUEUED not in pending or Turn.Status.PROCESSING in pending:
             return ran
 
