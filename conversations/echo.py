@@ -26,7 +26,10 @@ def shingles(text: str) -> frozenset[tuple[str, ...]]:
 
 
 def similarity(a: str, b: str) -> float:
-    sa, sb = shingles(a), shingles(b)
+    return _jaccard(shingles(a), shingles(b))
+
+
+def _jaccard(sa: frozenset, sb: frozenset) -> float:
     if not sa or not sb:
         return 0.0
     return len(sa & sb) / len(sa | sb)
@@ -37,10 +40,10 @@ def find_echo(
 ) -> EchoMatch | None:
     """The most similar of `replies` [(turn number, reply, its hash)], if at or above
     `threshold`. The caller passes the conversation's recent completed replies."""
-    digest = text_digest(output)
+    digest, mine = text_digest(output), shingles(output)
     best: EchoMatch | None = None
     for number, previous, previous_hash in replies:
-        score = 1.0 if previous_hash == digest else similarity(output, previous)
+        score = 1.0 if previous_hash == digest else _jaccard(mine, shingles(previous))
         if score >= threshold and (best is None or score > best.score):
             best = EchoMatch(similar_to=number, score=round(score, 4))
     return best
