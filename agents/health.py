@@ -1,8 +1,12 @@
 """Recent health of each model: circuit state, last error, latency of the last call.
 
-Kept in the cache (Redis in full stack, shared by all processes): one write per model
-call (and one more when it failed), read by the admin, /ready/ and /status/.
+Kept in the cache (Redis in full stack, shared by all processes), read by the admin,
+/ready/ and /status/. Each process writes a model's last call at most once a second
+(the latency shown is then that of a call in the last second), and every failure at once.
 """
+
+import threading
+import time
 
 from django.core.cache import cache
 from django.utils import timezone
@@ -13,7 +17,16 @@ LAST_CALL = "orchestra:llm-health:{}:call"
 LAST_ERROR = "orchestra:llm-health:{}:error"
 
 
+CALL_RECORD_EVERY_S = 1.0
+_last_recorded: dict[str, float] = {}  # model name -> time.time() of this process's write
+_mutex = threading.Lock()
+
+
 def record_call(model, *, latency_ms: int, error: str | None) -> None:
+    with _mutex:
+        if not error and time.time() - _last_recorded.get(model.name, 0) < CALL_RECORD_EVERY_S:
+            return
+        _last_recorded[model.name] = time.time()
     now = timezone.now().isoformat()
     values = {LAST_CALL.format(model.name): {"latency_ms": latency_ms, "at": now}}
     if error:

@@ -684,3 +684,30 @@ def test_usage_comes_from_the_provider_and_is_estimated_when_it_sends_none(
         "output_tokens": record.output_tokens,
     }
     assert UsageRecord.objects.filter(model=model).count() == 2
+
+
+def test_a_models_last_call_is_recorded_once_a_second_and_every_failure_at_once(db):
+    import time_machine
+
+    from agents.health import model_health, record_call
+
+    model = model_make(provider_make(name="health-provider"))
+    start = time.time()
+    with time_machine.travel(start, tick=False):
+        record_call(model, latency_ms=10, error=None)
+        record_call(model, latency_ms=20, error=None)  # the same second: not written
+        assert (model_health(model)["last_latency_ms"], model_health(model)["last_error"]) == (
+            10,
+            None,
+        )
+        record_call(model, latency_ms=30, error="timeout")  # a failure: written at once
+        assert (model_health(model)["last_latency_ms"], model_health(model)["last_error"]) == (
+            30,
+            "timeout",
+        )
+    with time_machine.travel(start + 1.5, tick=False):
+        record_call(model, latency_ms=40, error=None)
+        assert (model_health(model)["last_latency_ms"], model_health(model)["last_error"]) == (
+            40,
+            "timeout",
+        )
