@@ -20,6 +20,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestra_site.settings")
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 
+import structlog  # noqa: E402
 from a2wsgi import WSGIMiddleware  # noqa: E402
 from asgiref.sync import iscoroutinefunction  # noqa: E402
 from channels.auth import AuthMiddlewareStack  # noqa: E402
@@ -28,6 +29,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.urls import Resolver404, resolve  # noqa: E402
+from django.utils import timezone, translation  # noqa: E402
 
 from conversations.runtime_binding import BindWorkersToServer  # noqa: E402
 from orchestra_site.request_id import RequestIdASGIMiddleware  # noqa: E402
@@ -133,8 +135,19 @@ class _IterateInContext:
                 return
 
     def close(self):
-        if hasattr(self.response, "close"):
-            self.context.run(self.response.close)
+        try:
+            if hasattr(self.response, "close"):
+                self.context.run(self.response.close)
+        finally:
+            self.context.run(_forget_request_state)
+
+
+def _forget_request_state():
+    """What a request may leave in its thread's context for the next one: log context
+    (its request id), an activated language or time zone."""
+    structlog.contextvars.clear_contextvars()
+    translation.deactivate()
+    timezone.deactivate()
 
 
 http_app = HttpBySyncOrAsyncView(

@@ -211,3 +211,32 @@ def test_requests_on_one_worker_thread_share_its_context_and_not_other_threads()
     ]  # fmt: skip
     with pytest.raises(LookupError):
         requests.get()  # nothing leaks into the caller's context
+
+
+def test_a_requests_log_context_does_not_reach_the_next_request_on_its_thread():
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    import structlog
+
+    from orchestra_site.asgi import InThreadContext
+
+    seen = []
+
+    def django_like(environ, start_response):
+        seen.append(structlog.contextvars.get_contextvars())
+        structlog.contextvars.bind_contextvars(request_id=environ["id"])
+        return [b"ok"]
+
+    app = InThreadContext(django_like)
+
+    def serve(request_id):
+        response = contextvars.copy_context().run(app, {"id": request_id}, None)
+        list(response)
+        response.close()
+
+    with ThreadPoolExecutor(max_workers=1) as one_thread:
+        for request_id in ("first", "second"):
+            one_thread.submit(serve, request_id).result()
+
+    assert seen == [{}, {}]
