@@ -2,7 +2,8 @@
 
 Kept in the cache (Redis in full stack, shared by all processes), read by the admin,
 /ready/ and /status/. Each process writes a model's last call at most once a second
-(the latency shown is then that of a call in the last second), and every failure at once.
+(the latency shown is then that of a call in the last second), and every failure and the
+first success after one at once.
 """
 
 import threading
@@ -18,15 +19,19 @@ LAST_ERROR = "orchestra:llm-health:{}:error"
 
 
 CALL_RECORD_EVERY_S = 1.0
-_last_recorded: dict[str, float] = {}  # model name -> time.time() of this process's write
+# model name -> (time.time(), failed) of this process's last write of the model's last call
+_last_recorded: dict[str, tuple[float, bool]] = {}
 _mutex = threading.Lock()
 
 
 def record_call(model, *, latency_ms: int, error: str | None) -> None:
     with _mutex:
-        if not error and time.time() - _last_recorded.get(model.name, 0) < CALL_RECORD_EVERY_S:
+        written_at, failed = _last_recorded.get(model.name, (0.0, False))
+        # Skipped only when a success follows a success within the second: a success
+        # after a failure is always written, or the failure would pass for the last call.
+        if not error and not failed and time.time() - written_at < CALL_RECORD_EVERY_S:
             return
-        _last_recorded[model.name] = time.time()
+        _last_recorded[model.name] = (time.time(), bool(error))
     now = timezone.now().isoformat()
     values = {LAST_CALL.format(model.name): {"latency_ms": latency_ms, "at": now}}
     if error:

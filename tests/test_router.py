@@ -687,6 +687,8 @@ def test_usage_comes_from_the_provider_and_is_estimated_when_it_sends_none(
 
 
 def test_a_models_last_call_is_recorded_once_a_second_and_every_failure_at_once(db):
+    """And the first success after a failure at once, so a recovered model never shows its
+    failed call as the last one."""
     import time_machine
 
     from agents.health import model_health, record_call
@@ -705,6 +707,10 @@ def test_a_models_last_call_is_recorded_once_a_second_and_every_failure_at_once(
             30,
             "timeout",
         )
+        record_call(model, latency_ms=35, error=None)  # the success after it: at once too
+        assert model_health(model)["last_latency_ms"] == 35
+        record_call(model, latency_ms=38, error=None)
+        assert model_health(model)["last_latency_ms"] == 35
     with time_machine.travel(start + 1.5, tick=False):
         record_call(model, latency_ms=40, error=None)
         assert (model_health(model)["last_latency_ms"], model_health(model)["last_error"]) == (
