@@ -16,13 +16,13 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from functools import cache
 
 import structlog
 from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.exceptions import NoScriptError
 
+from conversations.models import conversation_group
 from orchestra_site.redis_client import async_client, sync_client
 
 log = structlog.get_logger("orchestra.events")
@@ -144,7 +144,6 @@ def _group_members_key(group: str) -> str | None:
     return None if prefix is None else prefix + group
 
 
-@cache
 def _group_keys_prefix() -> str | None:
     layer = settings.CHANNEL_LAYERS.get("default", {})
     config = layer.get("CONFIG", {})
@@ -332,7 +331,7 @@ def publish(*, turn, event_type: str, attempt: int = 0, **data) -> dict | None:
         "number": turn.number,
         **data,
     }
-    group = f"conversation.{turn.conversation_id.hex}"
+    group = conversation_group(turn.conversation_id)
     seq, listened = event_buffer().append_for_group(turn.pk, event, attempt, group)
     if seq is None:
         return None

@@ -53,7 +53,11 @@ class Conversation(models.Model):
     @property
     def group_name(self) -> str:
         """The channel-layer group its events are published to."""
-        return f"conversation.{self.id.hex}"
+        return conversation_group(self.id)
+
+
+def conversation_group(conversation_id: uuid.UUID) -> str:
+    return f"conversation.{conversation_id.hex}"
 
 
 class Turn(models.Model):
@@ -141,6 +145,12 @@ class Turn(models.Model):
 
     def __str__(self) -> str:
         return f"{self.conversation_id} #{self.number}"
+
+    @classmethod
+    def db_value(cls, field: str, value, connection):
+        """A value of one of its fields as raw SQL passes it to this database (a
+        conversation id is a uuid in PostgreSQL, hex text in SQLite)."""
+        return cls._meta.get_field(field).get_db_prep_value(value, connection)
 
     @property
     def is_terminal(self) -> bool:

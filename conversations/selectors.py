@@ -69,7 +69,7 @@ def recent_replies(*, conversation_id, before_number: int, limit: int):
             " WHERE conversation_id = %s AND status = %s AND number < %s"
             " ORDER BY number DESC LIMIT %s",
             [
-                _conversation_param(conversation_id, connection),
+                Turn.db_value("conversation", conversation_id, connection),
                 Turn.Status.COMPLETED,
                 before_number,
                 limit,
@@ -78,19 +78,20 @@ def recent_replies(*, conversation_id, before_number: int, limit: int):
         return [tuple(row) for row in cursor.fetchall()]
 
 
+# Formatted in: placeholders, one per pending status (no values).
+_PENDING_STATUSES_SQL = (
+    "SELECT DISTINCT status FROM conversations_turn"  # noqa: S608
+    " WHERE conversation_id = %s AND status IN ({})".format(", ".join(["%s"] * len(Turn.PENDING)))
+)
+
+
 def pending_statuses(conversation_id) -> set[str]:
     """The statuses among the conversation's queued and running turns (the executor asks
     after every turn, so in SQL too)."""
     connection = connections[Turn.objects.db]
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT DISTINCT status FROM conversations_turn"
-            " WHERE conversation_id = %s AND status IN (%s, %s)",
-            [_conversation_param(conversation_id, connection), *Turn.PENDING],
+            _PENDING_STATUSES_SQL,
+            [Turn.db_value("conversation", conversation_id, connection), *Turn.PENDING],
         )
         return {status for (status,) in cursor.fetchall()}
-
-
-def _conversation_param(conversation_id, connection):
-    """A conversation id as the database stores it (a uuid, or hex text in SQLite)."""
-    return Turn._meta.get_field("conversation").get_db_prep_value(conversation_id, connection)

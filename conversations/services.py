@@ -82,12 +82,13 @@ def turn_submit(
     turn_id = turn_id or uuid.uuid4().hex
     input_hash = text_digest(text)
     score = sentiment(text)
+    config = snapshot.current()  # outside the transaction: a reload holds no row lock
     with transaction.atomic():
         conversations = Conversation.objects.select_for_update()
         if owner is not None:
             conversations = conversations.filter(owner=owner)
         conversation = conversations.get(pk=conversation_id)
-        agent = snapshot.current().agent(conversation.agent_id)
+        agent = config.agent(conversation.agent_id)
         existing = (
             None
             if generated
@@ -247,44 +248,46 @@ def turn_claim_next(*, conversation_id) -> Turn | None:
 # The usual claim, in one statement: the conversation's first pending turn, if it is
 # queued. Anything else (a running turn ahead, an expired lease) takes the loop above.
 _CLAIM_QUEUED_SQL = """
-UPDATE {turn}
+UPDATE conversations_turn
 SET status = %s, attempt = attempt + 1, lease_expires_at = %s,
     started_at = COALESCE(started_at, %s)
 WHERE id = (
-    SELECT id FROM {turn}
-    WHERE conversation_id = %s AND status IN (%s, %s)
-    ORDER BY number
+    SELECT pending.id FROM conversations_turn AS pending
+    WHERE pending.conversation_id = %s AND pending.status IN ({pending})
+    ORDER BY pending.number
     LIMIT 1 {for_update}
 ) AND status = %s
-RETURNING *, (SELECT agent_id FROM {conversation} WHERE id = conversation_id)
-    AS conversation_agent_id
+RETURNING *, (
+    SELECT conversation.agent_id FROM conversations_conversation AS conversation
+    WHERE conversation.id = conversations_turn.conversation_id
+) AS conversation_agent_id
 """
 
 
 def _claim_if_queued(conversation_id) -> Turn | None:
     connection = connections[Turn.objects.db]
-    if not connection.features.can_return_columns_from_insert:  # SQLite before 3.35
+    if not _can_return_from_update(connection):
         return None
     sql = _CLAIM_QUEUED_SQL.format(
-        turn=Turn._meta.db_table,
-        conversation=Conversation._meta.db_table,
+        pending=", ".join(["%s"] * len(Turn.PENDING)),
         for_update="FOR UPDATE" if connection.features.has_select_for_update else "",
     )
-    now = timezone.now()
-
-    def prep(field: str, value):
-        return Turn._meta.get_field(field).get_db_prep_value(value, connection)
-
     params = [
         Turn.Status.PROCESSING,
-        prep("lease_expires_at", _lease_deadline()),
-        prep("started_at", now),
-        prep("conversation", conversation_id),
-        Turn.Status.QUEUED,
-        Turn.Status.PROCESSING,
+        Turn.db_value("lease_expires_at", _lease_deadline(), connection),
+        Turn.db_value("started_at", timezone.now(), connection),
+        Turn.db_value("conversation", conversation_id, connection),
+        *Turn.PENDING,
         Turn.Status.QUEUED,
     ]
     return next(iter(Turn.objects.raw(sql, params)), None)
+
+
+def _can_return_from_update(connection) -> bool:
+    """PostgreSQL, and SQLite from 3.35, return the rows an UPDATE changed."""
+    if connection.vendor == "sqlite":
+        return connection.Database.sqlite_version_info >= (3, 35)
+    return connection.vendor == "postgresql"
 
 
 def turn_extend_lease(*, turn: Turn) -> bool:

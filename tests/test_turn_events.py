@@ -15,6 +15,7 @@ from channels.layers import get_channel_layer
 from conversations.events import (
     MemoryEventBuffer,
     RedisEventBuffer,
+    _group_members_key,
     _keys,
     event_buffer,
     publish,
@@ -351,6 +352,7 @@ def test_a_member_of_the_conversations_group_receives_every_event_in_order(conve
 def test_publishing_goes_on_after_redis_loses_its_scripts(conversation):
     turn = submit(conversation, QUESTION, "msg-1").turn
     assert seqs(buffered(turn)) == [1]
+    assert _group_members_key(conversation.group_name) is not None  # the pipelined path
     redis_client().script_flush()
 
     event = publish(turn=turn, event_type="turn.delta", text="Hello")
