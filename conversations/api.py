@@ -222,23 +222,28 @@ class TurnDetail(APIView):
             selectors.turns_visible_to(request.user, conversation_id), number=number
         )
         if query.validated_data["wait"] and not turn.is_terminal:
-            turn = _wait_until_terminal(turn, query.validated_data["wait"])
+            return Response(_wait_until_terminal(turn, query.validated_data["wait"]))
         return Response(TurnOutput(turn).data)
 
 
-def _wait_until_terminal(turn: Turn, wait_s: int) -> Turn:
+def _wait_until_terminal(turn: Turn, wait_s: int) -> dict:
     """Block on the end of the turn's event stream (not on the database) until the turn
-    ends or time is up. Every few seconds the database has the last word, for a turn
-    whose end was committed but never made it to the stream."""
+    ends or time is up, and return the turn as the API shows it: as its worker left it at
+    the end of the stream (a finished turn no longer changes), else read again. Every few
+    seconds the database has the last word, for a turn whose end was committed but never
+    made it to the stream."""
     deadline = time.monotonic() + wait_s
     buffer = event_buffer()
     # Hold no database connection while waiting: give it back to the pool.
     connection.close()
     while (remaining := deadline - time.monotonic()) > 0:
-        if buffer.wait_until_ended(turn.pk, timeout_s=min(remaining, DATABASE_CHECK_EVERY_S)):
+        end = buffer.wait_until_ended(turn.pk, timeout_s=min(remaining, DATABASE_CHECK_EVERY_S))
+        if end is not None:
+            if end.turn is not None:
+                return end.turn
             break
         ended = Turn.objects.filter(pk=turn.pk, status__in=Turn.TERMINAL).exists()
         connection.close()
         if ended:
             break
-    return Turn.objects.get(pk=turn.pk)
+    return TurnOutput(Turn.objects.get(pk=turn.pk)).data

@@ -31,7 +31,9 @@ TERMINAL_TYPES = frozenset({"turn.completed", "turn.failed"})
 
 # ARGV[5] is the appending worker's attempt (0: not a worker, never fenced). An attempt
 # older than one that already appended is refused: a worker that lost its turn to a
-# newer attempt cannot mix its text into the stream.
+# newer attempt cannot mix its text into the stream. ARGV[6], with a terminal event, is
+# the finished turn as the API shows it ('' when the publisher has none), kept in the
+# one-entry "done" stream for the long-poll.
 _APPEND_SCRIPT = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local attempt = tonumber(ARGV[5])
@@ -46,21 +48,30 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 if ARGV[2] == '1' then
   redis.call('SET', KEYS[3], '1', 'EX', ARGV[4])
-  redis.call('XADD', KEYS[5], '1-0', 'seq', seq)
+  redis.call('XADD', KEYS[5], '1-0', 'seq', seq, 'turn', ARGV[6])
   redis.call('EXPIRE', KEYS[5], ARGV[4])
 end
 return seq
 """
 
 
-def _append_args(event: dict, attempt: int) -> list:
+def _append_args(event: dict, attempt: int, final_turn: dict | None) -> list:
     return [
         json.dumps(event, separators=(",", ":")),
         "1" if event["type"] in TERMINAL_TYPES else "0",
         settings.TURN_EVENTS_MAXLEN,
         settings.TURN_EVENTS_TTL_SECONDS,
         attempt,
+        json.dumps(final_turn, separators=(",", ":")) if final_turn is not None else "",
     ]
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """A turn's stream has ended. `turn`: the finished turn as the API shows it, when the
+    worker that finished it put it there (not for a cancelled or abandoned turn)."""
+
+    turn: dict | None = None
 
 
 def _keys(turn_pk: int) -> list[str]:
@@ -74,18 +85,21 @@ class RedisEventBuffer:
     def __init__(self):
         self._append = sync_client().register_script(_APPEND_SCRIPT)
 
-    def append(self, turn_pk: int, event: dict, attempt: int = 0) -> int | None:
-        return int(self._append(keys=_keys(turn_pk), args=_append_args(event, attempt))) or None
+    def append(
+        self, turn_pk: int, event: dict, attempt: int = 0, final_turn: dict | None = None
+    ) -> int | None:
+        args = _append_args(event, attempt, final_turn)
+        return int(self._append(keys=_keys(turn_pk), args=args)) or None
 
     def append_for_group(
-        self, turn_pk: int, event: dict, attempt: int, group: str
+        self, turn_pk: int, event: dict, attempt: int, group: str, final_turn: dict | None = None
     ) -> tuple[int | None, bool]:
         """Append, and say in the same round trip whether the channel-layer group has
         members: when nobody listens, the group send (two more round trips) is left out."""
         members_key = _group_members_key(group)
         if members_key is None:
-            return self.append(turn_pk, event, attempt), True
-        keys, args = _keys(turn_pk), _append_args(event, attempt)
+            return self.append(turn_pk, event, attempt, final_turn), True
+        keys, args = _keys(turn_pk), _append_args(event, attempt, final_turn)
         # EVALSHA itself: a Script queued on a pipeline costs a SCRIPT EXISTS round trip.
         pipe = sync_client().pipeline(transaction=False)
         pipe.evalsha(self._append.sha, len(keys), *keys, *args)
@@ -103,11 +117,16 @@ class RedisEventBuffer:
     def has_events(self, turn_pk: int) -> bool:
         return bool(sync_client().exists(_keys(turn_pk)[0]))
 
-    def wait_until_ended(self, turn_pk: int, timeout_s: float) -> bool:
-        """Whether the turn's stream has ended, waiting up to `timeout_s` for it: one
-        blocking read, however many events come before the end."""
+    def wait_until_ended(self, turn_pk: int, timeout_s: float) -> StreamEnd | None:
+        """The end of the turn's stream, waiting up to `timeout_s` for it (None: not yet):
+        one blocking read, however many events come before the end."""
         done = _keys(turn_pk)[4]
-        return bool(sync_client().xread({done: "0-0"}, block=max(1, int(timeout_s * 1000))))
+        answer = sync_client().xread({done: "0-0"}, block=max(1, int(timeout_s * 1000)))
+        if not answer:
+            return None
+        [(_key, [(_id, fields)])] = answer
+        turn = fields.get(b"turn")
+        return StreamEnd(json.loads(turn) if turn else None)
 
     @staticmethod
     def _decode(entries) -> list[dict]:
@@ -160,6 +179,7 @@ class _MemoryStream:
     seq: int = 0
     attempt: int = 0
     ended: bool = False
+    final_turn: dict | None = None
     touched: float = field(default_factory=time.monotonic)
     condition: threading.Condition = field(default_factory=threading.Condition)
     waiters: list = field(default_factory=list)  # (loop, asyncio.Event)
@@ -188,7 +208,9 @@ class MemoryEventBuffer:
                 break
             del self._streams[oldest_pk]
 
-    def append(self, turn_pk: int, event: dict, attempt: int = 0) -> int | None:
+    def append(
+        self, turn_pk: int, event: dict, attempt: int = 0, final_turn: dict | None = None
+    ) -> int | None:
         stream = self._stream(turn_pk, create=True)
         with stream.condition:
             if stream.ended or (attempt and attempt < stream.attempt):
@@ -198,6 +220,8 @@ class MemoryEventBuffer:
             stream.events.append({**event, "seq": stream.seq})
             del stream.events[: -settings.TURN_EVENTS_MAXLEN]
             stream.ended = event["type"] in TERMINAL_TYPES
+            if stream.ended:
+                stream.final_turn = final_turn
             stream.touched = time.monotonic()
             stream.condition.notify_all()
             waiters, stream.waiters = stream.waiters, []
@@ -206,9 +230,9 @@ class MemoryEventBuffer:
         return stream.seq
 
     def append_for_group(
-        self, turn_pk: int, event: dict, attempt: int, group: str
+        self, turn_pk: int, event: dict, attempt: int, group: str, final_turn: dict | None = None
     ) -> tuple[int | None, bool]:
-        return self.append(turn_pk, event, attempt), True
+        return self.append(turn_pk, event, attempt, final_turn), True
 
     def has_ended(self, turn_pk: int) -> bool:
         stream = self._stream(turn_pk)
@@ -217,10 +241,12 @@ class MemoryEventBuffer:
     def has_events(self, turn_pk: int) -> bool:
         return self._stream(turn_pk) is not None
 
-    def wait_until_ended(self, turn_pk: int, timeout_s: float) -> bool:
+    def wait_until_ended(self, turn_pk: int, timeout_s: float) -> StreamEnd | None:
         stream = self._stream(turn_pk, create=True)
         with stream.condition:
-            return stream.condition.wait_for(lambda: stream.ended, timeout_s)
+            if not stream.condition.wait_for(lambda: stream.ended, timeout_s):
+                return None
+            return StreamEnd(stream.final_turn)
 
     @staticmethod
     def _after(stream: _MemoryStream, after_seq: int) -> list[dict]:
@@ -317,12 +343,15 @@ class LayerSender:
 layer_sender = LayerSender()
 
 
-def publish(*, turn, event_type: str, attempt: int = 0, **data) -> dict | None:
+def publish(
+    *, turn, event_type: str, attempt: int = 0, final_turn: dict | None = None, **data
+) -> dict | None:
     """Append an event to the turn's buffer and send it to the conversation's group.
 
-    A worker passes its attempt number, which fences out older attempts. Returns the
-    event with its seq, or None when the turn's stream has ended or belongs to a newer
-    attempt.
+    A worker passes its attempt number, which fences out older attempts, and with the
+    terminal event the finished turn as the API shows it (`final_turn`), for the
+    long-poll. Returns the event with its seq, or None when the turn's stream has ended
+    or belongs to a newer attempt.
     """
     event = {
         "type": event_type,
@@ -332,7 +361,7 @@ def publish(*, turn, event_type: str, attempt: int = 0, **data) -> dict | None:
         **data,
     }
     group = conversation_group(turn.conversation_id)
-    seq, listened = event_buffer().append_for_group(turn.pk, event, attempt, group)
+    seq, listened = event_buffer().append_for_group(turn.pk, event, attempt, group, final_turn)
     if seq is None:
         return None
     event["seq"] = seq

@@ -34,6 +34,7 @@ from conversations.events import event_buffer, publish
 from conversations.locks import acquire_conversation_lock
 from conversations.models import Conversation, Turn, TurnStep, text_digest
 from conversations.selectors import pending_statuses, recent_replies
+from conversations.serializers import TurnOutput
 from conversations.services import (
     conversation_apply_sink,
     turn_claim_next,
@@ -324,6 +325,7 @@ def _fail(run: TurnRun, code: str, message: str, agent_slug: str) -> None:
         run.deltas.flush()
         run.deltas.publish_event(
             "turn.failed",
+            final_turn=TurnOutput(run.turn).data,
             status=Turn.Status.FAILED,
             error={"code": code, "message": message},
         )
@@ -425,6 +427,7 @@ def _complete(run: TurnRun, intent: str, outcome: AgentOutcome, echo) -> None:
         return
     deltas.publish_event(
         "turn.completed",
+        final_turn=TurnOutput(turn).data,
         status=Turn.Status.COMPLETED,
         output=outcome.text,
         usage=turn.usage,

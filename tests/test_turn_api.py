@@ -539,6 +539,9 @@ def test_wait_long_polls_until_the_turn_is_done(
         "conversation_agent",
     )
     assert body["output"] == local_model_reply(("system", SUPPORT_PROMPT), ("user", QUESTION))
+    # as the worker left it at the end of the stream, which is what the database says
+    assert body == alice_client.get(submitted["Location"]).json()
+    assert body == TurnOutput(Turn.objects.get()).data
 
 
 @TRANSACTIONAL

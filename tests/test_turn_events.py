@@ -15,6 +15,7 @@ from channels.layers import get_channel_layer
 from conversations.events import (
     MemoryEventBuffer,
     RedisEventBuffer,
+    StreamEnd,
     _group_members_key,
     _keys,
     event_buffer,
@@ -95,7 +96,7 @@ def test_waiting_for_the_end_of_an_ended_stream_answers_at_once(any_buffer):
     any_buffer.append(7, {"type": "turn.completed"})
 
     started = time.monotonic()
-    assert any_buffer.wait_until_ended(7, timeout_s=10) is True
+    assert any_buffer.wait_until_ended(7, timeout_s=10) == StreamEnd(turn=None)
     assert time.monotonic() - started < 1
 
 
@@ -104,7 +105,7 @@ def test_waiting_for_the_end_gives_up_after_the_timeout(any_buffer):
     any_buffer.append(8, {"type": "turn.delta", "text": "Hello"})
 
     started = time.monotonic()
-    assert any_buffer.wait_until_ended(8, timeout_s=0.3) is False
+    assert any_buffer.wait_until_ended(8, timeout_s=0.3) is None
     assert 0.25 <= time.monotonic() - started < 2
 
 
@@ -114,9 +115,19 @@ def test_waiting_for_the_end_wakes_when_another_thread_ends_the_stream(any_buffe
     ender.start()
 
     started = time.monotonic()
-    assert any_buffer.wait_until_ended(9, timeout_s=10) is True
+    assert any_buffer.wait_until_ended(9, timeout_s=10) == StreamEnd(turn=None)
     assert 0.15 <= time.monotonic() - started < 5
     ender.join()
+
+
+def test_the_end_of_a_stream_carries_the_finished_turn_its_worker_left_there(any_buffer):
+    finished = {"id": 10, "status": "completed", "output": "Hello", "usage": {"input_tokens": 3}}
+    any_buffer.append(10, {"type": "turn.accepted"})
+    any_buffer.append(10, {"type": "turn.delta", "text": "Hello"}, 1, finished)  # not the end
+
+    assert any_buffer.wait_until_ended(10, timeout_s=0.1) is None
+    assert any_buffer.append(10, {"type": "turn.completed"}, 1, finished) == 3
+    assert any_buffer.wait_until_ended(10, timeout_s=1) == StreamEnd(turn=finished)
 
 
 # --- SSE -------------------------------------------------------------------------------------
