@@ -85,6 +85,20 @@ _PENDING_STATUSES_SQL = (
 )
 
 
+def turn_with_turn_id(conversation_id, turn_id: str) -> Turn | None:
+    """The conversation's turn submitted under `turn_id`, if any. Every submission asks,
+    and nearly always there is none: that answer comes from one statement in SQL, which
+    the ORM takes longer to build than the database to answer."""
+    connection = connections[Turn.objects.db]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM conversations_turn WHERE conversation_id = %s AND turn_id = %s",
+            [Turn.db_value("conversation", conversation_id, connection), turn_id],
+        )
+        row = cursor.fetchone()
+    return None if row is None else Turn.objects.get(pk=row[0])
+
+
 def pending_statuses(conversation_id) -> set[str]:
     """The statuses among the conversation's queued and running turns (the executor asks
     after every turn, so in SQL too)."""

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from agents import snapshot
 from agents.models import Agent
-from conversations import events
+from conversations import events, selectors
 from conversations.models import Conversation, Turn, text_digest
 from conversations.mood import next_mood, sentiment
 from orchestra_site.errors import (
@@ -89,12 +89,7 @@ def turn_submit(
             conversations = conversations.filter(owner=owner)
         conversation = conversations.get(pk=conversation_id)
         agent = config.agent(conversation.agent_id)
-        existing = (
-            None
-            if generated
-            # order_by(): the default ordering (by conversation) would join the conversations.
-            else Turn.objects.filter(conversation=conversation, turn_id=turn_id).order_by().first()
-        )
+        existing = None if generated else selectors.turn_with_turn_id(conversation.pk, turn_id)
         if existing is not None:
             if existing.input_hash != input_hash:
                 raise IdempotencyMismatch()
