@@ -325,7 +325,9 @@ def _fail(run: TurnRun, code: str, message: str, agent_slug: str) -> None:
         run.deltas.flush()
         run.deltas.publish_event(
             "turn.failed",
-            final_turn=TurnOutput(run.turn).data,
+            # From the row: a completion that failed inside its transaction left its
+            # rolled-back values on the turn in memory.
+            final_turn=TurnOutput(Turn.objects.get(pk=run.turn.pk)).data,
             status=Turn.Status.FAILED,
             error={"code": code, "message": message},
         )

@@ -23,10 +23,13 @@ from conversations.events import (
 )
 from conversations.execution import drain_conversation
 from conversations.models import Turn
+from conversations.serializers import TurnOutput
 from conversations.services import conversation_close, turn_submit
 from tests.turn_helpers import (
     TRANSACTIONAL,
+    agent_make,
     buffered,
+    conversation_make,
     events_path,
     redis_client,
     seqs,
@@ -373,3 +376,37 @@ def test_publishing_goes_on_after_redis_loses_its_scripts(conversation):
         ("turn.accepted", 1),
         ("turn.delta", 2),
     ]
+
+
+# --- the end of the stream, for the long-poll -------------------------------------------------
+
+
+def test_a_finished_turns_stream_ends_with_the_turn_as_the_api_shows_it(finished_turn):
+    end = event_buffer().wait_until_ended(finished_turn.pk, timeout_s=1)
+
+    assert end.turn == TurnOutput(Turn.objects.get(pk=finished_turn.pk)).data
+    assert end.turn["status"] == "completed"
+
+
+def test_a_failed_turns_stream_ends_with_the_failed_turn_as_the_api_shows_it(alice):
+    lonely = agent_make("lonely")  # no default agent to fall back on once it is inactive
+    conversation = conversation_make(owner=alice, agent=lonely)
+    turn = submit(conversation, QUESTION, "msg-1").turn
+    lonely.is_active = False
+    lonely.save()
+    drain_conversation(conversation.pk)
+
+    end = event_buffer().wait_until_ended(turn.pk, timeout_s=1)
+
+    assert end.turn == TurnOutput(Turn.objects.get(pk=turn.pk)).data
+    assert (end.turn["status"], end.turn["error"]["code"]) == ("failed", "internal")
+
+
+def test_a_cancelled_turns_stream_ends_without_a_turn_so_the_long_poll_reads_the_row(
+    conversation, django_capture_on_commit_callbacks
+):
+    turn = submit(conversation, QUESTION, "msg-1").turn
+    with django_capture_on_commit_callbacks(execute=True):
+        conversation_close(conversation=conversation)
+
+    assert event_buffer().wait_until_ended(turn.pk, timeout_s=1) == StreamEnd(turn=None)
