@@ -8,7 +8,7 @@ applies the outcome.
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -100,9 +100,11 @@ def run_agent(
     callbacks: RuntimeCallbacks,
     conversation_id: str | None = None,
     avoid_repeating: bool = False,
+    chain: Sequence[LLMModel] | None = None,
 ) -> AgentOutcome:
-    """Run `agent` on `text` after `history` [(user text, reply)]."""
-    chain = agent.model_chain()
+    """Run `agent` on `text` after `history` [(user text, reply)], along `chain` (by
+    default the agent's model chain now)."""
+    chain = agent.model_chain() if chain is None else list(chain)
     tools = [tool for name in agent.tools if (tool := get_tool(name)) is not None]
     system = [{"role": "system", "content": agent.system_prompt}] if agent.system_prompt else []
     past = [

@@ -206,6 +206,7 @@ class TurnRun:
         self.deltas = DeltaPublisher(turn)
         self.steps: list[Step] = []
         self.agent: Agent | None = None
+        self.chain: tuple = ()  # the agent's models, from the turn's configuration snapshot
         self.deadline = time.monotonic() + settings.TURN_TIMEOUT_SECONDS
         self.timed_out = False
 
@@ -285,7 +286,7 @@ def execute_turn(turn: Turn, heartbeat: Heartbeat) -> None:
     agent_slug = config.agent(turn.conversation_agent_id).slug
     try:
         agent, intent = _route(turn, config)
-        run.agent, agent_slug = agent, agent.slug
+        run.agent, run.chain, agent_slug = agent, config.chain(agent), agent.slug
         if turn.intent == Turn.MOOD_ESCALATION:  # decided when the turn was submitted
             outcome, echo, intent = _escalate_for_mood(run), None, Turn.MOOD_ESCALATION
         else:
@@ -360,6 +361,7 @@ def _generate(run: TurnRun):
             callbacks=run.callbacks(),
             conversation_id=str(turn.conversation_id),
             avoid_repeating=avoid_repeating,
+            chain=run.chain,
         )
         run.deltas.flush()
         if run.deltas.ended:
