@@ -119,6 +119,7 @@ class TurnAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "agent", "error_code"]
     list_select_related = ["agent", "conversation"]
+    ordering = ["-conversation__created_at", "number"]  # newest conversations first
     search_fields = ["turn_id", "conversation__id", "input", "output"]
     date_hierarchy = "created_at"
     readonly_fields = [

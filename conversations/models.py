@@ -113,7 +113,9 @@ class Turn(models.Model):
     )
 
     class Meta:
-        ordering = ["conversation", "number"]
+        # By the column, not the relation: ordering by "conversation" would join the
+        # conversations to sort by their own ordering, in every query that keeps this one.
+        ordering = ["conversation_id", "number"]
         constraints = [
             models.UniqueConstraint(
                 fields=["conversation", "number"], name="conversations_turn_unique_number"
@@ -193,7 +195,7 @@ class TurnStep(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["turn", "attempt", "index"]
+        ordering = ["turn_id", "attempt", "index"]  # the column: see Turn's ordering
         constraints = [
             models.UniqueConstraint(
                 fields=["turn", "attempt", "index"], name="conversations_step_unique_index"

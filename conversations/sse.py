@@ -78,7 +78,7 @@ def _find_turn(user, conversation_id, number) -> Turn | None:
     conversation = selectors.conversations_visible_to(user).filter(pk=conversation_id).first()
     if conversation is None:
         return None
-    return Turn.objects.filter(conversation=conversation, number=number).order_by().first()
+    return Turn.objects.filter(conversation=conversation, number=number).first()
 
 
 @sync_to_async

@@ -605,3 +605,20 @@ def test_after_the_server_stops_one_chat_is_enough_for_the_admin_to_show_the_ope
     chat(conversation, "Still there?")
 
     assert "my-model: open" in text_of(admin_client.get(PROVIDERS))
+
+
+def test_the_turn_list_shows_the_newest_conversations_first_then_turns_by_number(
+    admin_client, alice, support_agent
+):
+    from tests.turn_helpers import conversation_make
+
+    older = conversation_make(owner=alice, agent=support_agent)
+    newer = conversation_make(owner=alice, agent=support_agent)
+    for conversation, texts in ((older, ["one", "two"]), (newer, ["three"])):
+        for number, text in enumerate(texts, start=1):
+            submit(conversation, text, f"msg-{number}")
+
+    html = text_of(admin_client.get("/admin/conversations/turn/"))
+
+    listed = re.findall(r"([0-9a-f-]{36}) #(\d)", html)
+    assert listed == [(str(newer.pk), "1"), (str(older.pk), "1"), (str(older.pk), "2")]
