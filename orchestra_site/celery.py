@@ -4,8 +4,9 @@ import os
 
 import structlog
 from celery import Celery
-from celery.signals import before_task_publish, task_postrun, task_prerun
+from celery.signals import before_task_publish, task_postrun, task_prerun, worker_ready
 
+from orchestra_site.gc_tuning import freeze_startup_objects
 from orchestra_site.request_id import bind_request_id, current_request_id, resolve_request_id
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestra_site.settings")
@@ -34,3 +35,9 @@ def _bind_request_id(task=None, **_kwargs):
 @task_postrun.connect
 def _clear_request_id(**_kwargs):
     structlog.contextvars.clear_contextvars()
+
+
+@worker_ready.connect
+def _freeze_startup_objects(**_kwargs):
+    """The worker has loaded its tasks and connected: what it holds now it keeps."""
+    freeze_startup_objects()
