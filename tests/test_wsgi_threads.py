@@ -1,0 +1,217 @@
+"""orchestra_site/wsgi_threads.py: Django's WSGI handler over ASGI on a pool of threads,
+one hand-off per request."""
+
+import contextvars
+import hashlib
+
+import pytest
+import structlog
+from asgiref.sync import async_to_sync
+from asgiref.testing import ApplicationCommunicator
+
+from orchestra_site.wsgi_threads import WsgiOnThreads
+
+
+def scope(method="POST", headers=()):
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+
+def serve(app, chunks=(b"",), headers=(), method="POST", disconnect=False) -> list[dict]:
+    """The ASGI messages `app` sends for one request whose body comes in `chunks`."""
+
+    async def run():
+        communicator = ApplicationCommunicator(app, scope(method, headers))
+        for index, chunk in enumerate(chunks):
+            more = disconnect or index < len(chunks) - 1
+            await communicator.send_input(
+                {"type": "http.request", "body": chunk, "more_body": more}
+            )
+        if disconnect:
+            await communicator.send_input({"type": "http.disconnect"})
+        await communicator.wait(timeout=10)
+        messages = []
+        while not await communicator.receive_nothing(timeout=0.01):
+            messages.append(await communicator.receive_output())
+        return messages
+
+    return async_to_sync(run)()
+
+
+class Response:
+    """Django-like: iterable, closable, streaming or not."""
+
+    def __init__(self, chunks, streaming=False, on_close=None):
+        self.chunks, self.streaming, self.on_close = chunks, streaming, on_close
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def close(self):
+        if self.on_close:
+            self.on_close()
+
+
+def test_a_whole_response_goes_out_as_one_start_and_one_body():
+    def app(environ, start_response):
+        start_response("201 Created", [("Content-Type", "application/json"), ("X-Thing", "1")])
+        return Response([b'{"a": ', b"1}"])
+
+    assert serve(app_on_threads(app)) == [
+        {
+            "type": "http.response.start",
+            "status": 201,
+            "headers": [(b"content-type", b"application/json"), (b"x-thing", b"1")],
+        },
+        {"type": "http.response.body", "body": b'{"a": 1}'},
+    ]
+
+
+def test_a_streaming_response_goes_out_chunk_by_chunk_and_is_closed_after_the_last():
+    events = []
+
+    def app(environ, start_response):
+        def chunks():
+            for chunk in (b"one", b"", b"two"):
+                events.append(("made", chunk))
+                yield chunk
+
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Response(chunks(), streaming=True, on_close=lambda: events.append("closed"))
+
+    messages = serve(app_on_threads(app), method="GET")
+
+    assert messages == [
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain")],
+        },
+        {"type": "http.response.body", "body": b"one", "more_body": True},
+        {"type": "http.response.body", "body": b"two", "more_body": True},
+        {"type": "http.response.body", "body": b""},
+    ]
+    assert events == [("made", b"one"), ("made", b""), ("made", b"two"), "closed"]
+
+
+def test_the_body_in_chunks_reaches_the_app_whole_with_its_length():
+    seen = []
+
+    def app(environ, start_response):
+        seen.append((environ["CONTENT_LENGTH"], environ["wsgi.input"].read()))
+        start_response("204 No Content", [])
+        return Response([])
+
+    serve(app_on_threads(app), chunks=[b"abc", b"", b"defg"])
+
+    assert seen == [("7", b"abcdefg")]
+
+
+def test_a_client_that_leaves_before_its_body_is_whole_reaches_no_app():
+    called = []
+
+    def app(environ, start_response):
+        called.append(environ)
+        start_response("200 OK", [])
+        return Response([b"never"])
+
+    assert serve(app_on_threads(app), chunks=[b"half"], disconnect=True) == []
+    assert called == []
+
+
+def test_a_body_over_the_upload_limit_is_read_one_byte_past_it_and_no_further(settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10
+    seen = []
+
+    def app(environ, start_response):
+        seen.append((environ["CONTENT_LENGTH"], environ["wsgi.input"].read()))
+        start_response("400 Bad Request", [])
+        return Response([])
+
+    # The third chunk is never read: the app answers after the second.
+    serve(app_on_threads(app), chunks=[b"0123456", b"789ab", b"cdef"])
+
+    assert seen == [("12", b"0123456789ab")]
+
+
+def test_a_file_upload_larger_than_memory_allows_is_spooled_to_disk_and_arrives_whole(settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1000
+    chunks = [bytes([index]) * 700 for index in range(5)]
+    seen = []
+
+    def app(environ, start_response):
+        body = environ["wsgi.input"]
+        # _rolled: SpooledTemporaryFile moved its content to a file on disk.
+        seen.append((environ["CONTENT_LENGTH"], body._rolled, hashlib.sha256(body.read()).digest()))
+        start_response("200 OK", [])
+        return Response([])
+
+    content_type = [(b"content-type", b"multipart/form-data; boundary=x")]
+    serve(app_on_threads(app), chunks=chunks, headers=content_type)
+
+    assert seen == [("3500", True, hashlib.sha256(b"".join(chunks)).digest())]
+
+
+def test_requests_on_one_worker_thread_share_its_context_and_not_other_threads():
+    """Django's cache clients live in context-local storage: they must outlive the
+    request, and the response must be read and closed (request_finished) in the same
+    context it was made in."""
+    requests = contextvars.ContextVar("requests")
+    seen = []
+
+    def app(environ, start_response):
+        requests.set(requests.get(0) + 1)
+        start_response("200 OK", [])
+
+        def chunks():
+            seen.append(("read", requests.get()))
+            yield b"ok"
+
+        return Response(chunks(), on_close=lambda: seen.append(("closed", requests.get())))
+
+    one_thread = app_on_threads(app)
+    for _ in range(3):
+        serve(one_thread)
+    serve(app_on_threads(app))  # another thread
+
+    assert seen == [
+        ("read", 1), ("closed", 1),
+        ("read", 2), ("closed", 2),
+        ("read", 3), ("closed", 3),
+        ("read", 1), ("closed", 1),
+    ]  # fmt: skip
+    with pytest.raises(LookupError):
+        requests.get()  # nothing leaks into the caller's context
+
+
+def test_a_requests_log_context_does_not_reach_the_next_request_on_its_thread():
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(structlog.contextvars.get_contextvars())
+        structlog.contextvars.bind_contextvars(request_id=environ["HTTP_X_ID"])
+        start_response("200 OK", [])
+        return Response([b"ok"])
+
+    one_thread = app_on_threads(app)
+    for request_id in (b"first", b"second"):
+        serve(one_thread, headers=[(b"x-id", request_id)])
+
+    assert seen == [{}, {}]
+
+
+def app_on_threads(app):
+    return WsgiOnThreads(app, threads=1, name="test")
