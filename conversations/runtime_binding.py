@@ -1,13 +1,16 @@
 """Ties the in-process machinery to the ASGI server that hosts it.
 
 On the server's first call: channel-layer sends from worker threads are scheduled on the
-server's event loop (the in-memory layer lives there), and in the embedded mode the local
-turn workers start, so turns left queued by a previous run are recovered at once.
+server's event loop (the in-memory layer lives there), in the embedded mode the local
+turn workers start, so turns left queued by a previous run are recovered at once, and
+what the process has made so far, which it keeps for its lifetime, is frozen out of the
+garbage collector's way (orchestra_site/gc_tuning.py).
 """
 
 from django.conf import settings
 
 from conversations.events import layer_sender
+from orchestra_site.gc_tuning import freeze_startup_objects
 
 
 class BindWorkersToServer:
@@ -23,6 +26,7 @@ class BindWorkersToServer:
                 from conversations.execution import local_worker
 
                 local_worker()
+            freeze_startup_objects()
 
     async def __call__(self, scope, receive, send):
         self._bind()

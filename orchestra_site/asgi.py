@@ -27,7 +27,6 @@ from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.urls import Resolver404, resolve  # noqa: E402
 
 from conversations.runtime_binding import BindWorkersToServer  # noqa: E402
-from orchestra_site.gc_tuning import freeze_startup_objects  # noqa: E402
 from orchestra_site.request_id import RequestIdASGIMiddleware  # noqa: E402
 from orchestra_site.routing import websocket_urlpatterns  # noqa: E402
 from orchestra_site.wsgi_threads import WsgiOnThreads  # noqa: E402
@@ -83,6 +82,3 @@ router = ProtocolTypeRouter(
 )
 
 application = BindWorkersToServer(router)
-
-# Everything above is kept for the life of the process: out of the collector's way.
-freeze_startup_objects()

@@ -4,9 +4,12 @@ request.
 The event loop reads the request's body, a pool thread runs Django and reads the whole
 response, the event loop sends it. a2wsgi, which served this path before, crossed between
 the loop and the thread for every piece instead (the body, the response's start, each
-chunk, its end: four round trips for a turn's submission); one crossing costs half a
-millisecond less CPU per request here (docs/performance.md §4). Streaming responses
-(static files, downloads) still go out chunk by chunk as the thread produces them.
+chunk, its end: four round trips for a turn's submission); one crossing costs about half
+a millisecond less CPU per request here (docs/performance.md §4). Two kinds of request
+keep a2wsgi's way of reading the body, a hand-off per read: file uploads (multipart),
+which are not size-limited and which Django may refuse before reading them, and every
+body when DATA_UPLOAD_MAX_MEMORY_SIZE is off. Streaming responses (static files,
+downloads) go out chunk by chunk as the thread produces them.
 
 Each pool thread runs its requests in a contextvars context of its own, kept from one
 request to the next: Django keeps its cache clients in context-local storage, and a fresh
@@ -17,12 +20,12 @@ language, time zone) is cleared when its response is closed.
 
 import asyncio
 import contextvars
-import tempfile
+import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import structlog
-from a2wsgi.wsgi import build_environ
+from a2wsgi.wsgi import Body, build_environ
 from django.conf import settings
 from django.utils import timezone, translation
 
@@ -34,16 +37,21 @@ class WsgiOnThreads:
         self._local = threading.local()
 
     async def __call__(self, scope, receive, send):
-        # In memory up to FILE_UPLOAD_MAX_MEMORY_SIZE, on disk beyond, as Django keeps uploads.
-        with tempfile.SpooledTemporaryFile(settings.FILE_UPLOAD_MAX_MEMORY_SIZE) as body:
-            if not await _read_body(body, scope, receive):
+        loop = asyncio.get_running_loop()
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is None or _is_multipart(scope):
+            environ = build_environ(scope, Body(loop, receive))
+        else:
+            # Read whole, but a body Django refuses by its size only up to the first
+            # message past the limit: its length then tells Django to refuse it.
+            body = await _read_body(receive, limit + 1)
+            if body is None:
                 return  # the client left before its request was whole
-            environ = build_environ(scope, body)
-            environ["CONTENT_LENGTH"] = str(body.tell())
-            body.seek(0)
-            loop = asyncio.get_running_loop()
-            whole = await loop.run_in_executor(self.executor, self._serve, environ, loop, send)
-        for message in whole:
+            environ = build_environ(scope, io.BytesIO(body))
+            environ["CONTENT_LENGTH"] = str(len(body))
+            environ.pop("HTTP_TRANSFER_ENCODING", None)  # read: what is left has a length
+        messages = await loop.run_in_executor(self.executor, self._serve, environ, loop, send)
+        for message in messages:
             await send(message)
 
     def _serve(self, environ, loop, send):
@@ -54,22 +62,16 @@ class WsgiOnThreads:
         return context.run(self._respond, environ, loop, send)
 
     def _respond(self, environ, loop, send):
-        start = {"type": "http.response.start"}
+        def hand_over(message):
+            asyncio.run_coroutine_threadsafe(send(message), loop).result()
 
-        def start_response(status, headers, exc_info=None):
-            start["status"] = int(status.split(" ", 1)[0])
-            start["headers"] = [
-                (name.lower().encode("latin1"), value.encode("latin1")) for name, value in headers
-            ]
-
-        response = self.app(environ, start_response)
+        start = _Start()
+        response = None
         try:
+            response = self.app(environ, start.start_response)
             if not getattr(response, "streaming", False):
-                return start, {"type": "http.response.body", "body": b"".join(response)}
-
-            def hand_over(message):
-                asyncio.run_coroutine_threadsafe(send(message), loop).result()
-
+                body = b"".join(response)
+                return start.message(), {"type": "http.response.body", "body": start.written + body}
             _stream(response, start, hand_over)
             return ()
         finally:
@@ -80,39 +82,68 @@ class WsgiOnThreads:
                 _forget_request_state()
 
 
-def _stream(chunks, start: dict, hand_over) -> None:
+class _Start:
+    """start_response (PEP 3333) for a response sent once the app has made it, or once
+    its first chunk is there."""
+
+    def __init__(self):
+        self.status: int | None = None
+        self.headers: list = []
+        self.written = b""
+        self.sent = False
+
+    def start_response(self, status: str, headers, exc_info=None):
+        if exc_info is not None:
+            if self.sent:  # too late to change the status: let the error go up
+                raise exc_info[1].with_traceback(exc_info[2])
+        elif self.status is not None:
+            raise RuntimeError("start_response was called twice without exc_info.")
+        self.status = int(status.split(" ", 1)[0])
+        self.headers = [
+            (name.strip().lower().encode("latin1"), value.strip().encode("latin1"))
+            for name, value in headers
+        ]
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """The legacy write(): kept and sent before the iterable's chunks."""
+        self.written += data
+
+    def message(self) -> dict:
+        if self.status is None:
+            raise RuntimeError("The WSGI application did not call start_response.")
+        self.sent = True
+        return {"type": "http.response.start", "status": self.status, "headers": self.headers}
+
+
+def _stream(chunks, start: _Start, hand_over) -> None:
     """A streaming response's chunks, each handed to the event loop as it comes (WSGI
     allows start_response until the first chunk)."""
-    started = False
+    pending = start.written
     for chunk in chunks:
         if chunk:
-            if not started:
-                hand_over(start)
-                started = True
-            hand_over({"type": "http.response.body", "body": chunk, "more_body": True})
-    if not started:
-        hand_over(start)
-    hand_over({"type": "http.response.body", "body": b""})
+            if not start.sent:
+                hand_over(start.message())
+            hand_over({"type": "http.response.body", "body": pending + chunk, "more_body": True})
+            pending = b""
+    if not start.sent:
+        hand_over(start.message())
+    hand_over({"type": "http.response.body", "body": pending})
 
 
-async def _read_body(body, scope, receive) -> bool:
-    """Reads the request's body into `body` (left at its end); False if the client left.
-    A body Django refuses by its size (anything but a file upload over
-    DATA_UPLOAD_MAX_MEMORY_SIZE) is read only one byte past that limit: its length then
-    tells Django to refuse it."""
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    if limit is not None and not _is_multipart(scope):
-        limit += 1
-    else:
-        limit = None
-    more = True
-    while more and (limit is None or body.tell() < limit):
+async def _read_body(receive, limit: int) -> bytes | None:
+    """The request's body, read until its end or until it has `limit` bytes; None if the
+    client left first."""
+    chunks, size, more = [], 0, True
+    while more and size < limit:
         message = await receive()
         if message["type"] != "http.request":
-            return False
-        body.write(message.get("body", b""))
+            return None
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
         more = message.get("more_body", False)
-    return True
+    return b"".join(chunks)
 
 
 def _is_multipart(scope) -> bool:

@@ -1,6 +1,11 @@
 """The collector's tuning for long-running processes (orchestra_site/gc_tuning.py)."""
 
 import gc
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from celery.signals import worker_ready
@@ -59,3 +64,46 @@ def test_the_celery_worker_freezes_once_it_is_ready(default_collector):
 
     assert not _tracked(kept)
     assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+
+
+SERVER_START = """
+import asyncio, gc, json
+from orchestra_site.asgi import application
+
+imported = gc.get_freeze_count()
+messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+sent = []
+
+async def receive():
+    return messages.pop(0)
+
+async def send(message):
+    sent.append(message["type"])
+
+asyncio.run(application({"type": "lifespan"}, receive, send))
+print(json.dumps([imported, gc.get_freeze_count() > 0, gc.get_threshold()[0], sent]))
+"""
+
+
+def test_a_web_process_freezes_when_its_server_starts_not_when_the_app_is_imported():
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "orchestra_site.settings",
+        "TURN_EXECUTOR": "celery",  # no in-process workers in this short-lived process
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", SERVER_START],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    assert json.loads(out.stdout.splitlines()[-1]) == [
+        0,
+        True,
+        YOUNG_THRESHOLD,
+        ["lifespan.startup.complete", "lifespan.shutdown.complete"],
+    ]

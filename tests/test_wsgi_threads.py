@@ -3,6 +3,7 @@ one hand-off per request."""
 
 import contextvars
 import hashlib
+import sys
 
 import pytest
 import structlog
@@ -31,6 +32,11 @@ def scope(method="POST", headers=()):
 
 def serve(app, chunks=(b"",), headers=(), method="POST", disconnect=False) -> list[dict]:
     """The ASGI messages `app` sends for one request whose body comes in `chunks`."""
+    return serve_and_count_unread(app, chunks, headers, method, disconnect)[0]
+
+
+def serve_and_count_unread(app, chunks=(b"",), headers=(), method="POST", disconnect=False):
+    """serve(), and how many of the request's messages `app` left unread."""
 
     async def run():
         communicator = ApplicationCommunicator(app, scope(method, headers))
@@ -45,7 +51,7 @@ def serve(app, chunks=(b"",), headers=(), method="POST", disconnect=False) -> li
         messages = []
         while not await communicator.receive_nothing(timeout=0.01):
             messages.append(await communicator.receive_output())
-        return messages
+        return messages, communicator.input_queue.qsize()
 
     return async_to_sync(run)()
 
@@ -146,23 +152,95 @@ def test_a_body_over_the_upload_limit_is_read_one_byte_past_it_and_no_further(se
     assert seen == [("12", b"0123456789ab")]
 
 
-def test_a_file_upload_larger_than_memory_allows_is_spooled_to_disk_and_arrives_whole(settings):
-    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10
-    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1000
+MULTIPART = [(b"content-type", b"multipart/form-data; boundary=x")]
+
+
+def test_a_file_upload_over_the_upload_limit_is_read_as_the_app_reads_it_and_arrives_whole(
+    settings,
+):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10  # files are not held to it
     chunks = [bytes([index]) * 700 for index in range(5)]
     seen = []
 
     def app(environ, start_response):
-        body = environ["wsgi.input"]
-        # _rolled: SpooledTemporaryFile moved its content to a file on disk.
-        seen.append((environ["CONTENT_LENGTH"], body._rolled, hashlib.sha256(body.read()).digest()))
+        seen.append(hashlib.sha256(environ["wsgi.input"].read()).digest())
         start_response("200 OK", [])
         return Response([])
 
-    content_type = [(b"content-type", b"multipart/form-data; boundary=x")]
-    serve(app_on_threads(app), chunks=chunks, headers=content_type)
+    _, unread = serve_and_count_unread(app_on_threads(app), chunks=chunks, headers=MULTIPART)
 
-    assert seen == [("3500", True, hashlib.sha256(b"".join(chunks)).digest())]
+    assert (seen, unread) == ([hashlib.sha256(b"".join(chunks)).digest()], 0)
+
+
+def test_an_upload_the_app_refuses_unread_is_not_read():
+    def app(environ, start_response):
+        start_response("403 Forbidden", [])
+        return Response([b"no"])
+
+    messages, unread = serve_and_count_unread(
+        app_on_threads(app), chunks=[b"a" * 100] * 4, headers=MULTIPART
+    )
+
+    assert messages[0]["status"] == 403
+    assert unread == 4
+
+
+def test_a_chunked_body_reaches_the_app_with_a_length_instead():
+    seen = []
+
+    def app(environ, start_response):
+        seen.append((environ["CONTENT_LENGTH"], "HTTP_TRANSFER_ENCODING" in environ))
+        start_response("204 No Content", [])
+        return Response([])
+
+    serve(app_on_threads(app), chunks=[b"ab", b"c"], headers=[(b"transfer-encoding", b"chunked")])
+
+    assert seen == [("3", False)]
+
+
+def test_what_the_app_writes_goes_out_before_its_iterable():
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Set-Cookie", " a=1"), ("Set-Cookie", " b=2")])
+        write(b"written, ")
+        return Response([b"then returned"])
+
+    assert serve(app_on_threads(app)) == [
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")],
+        },
+        {"type": "http.response.body", "body": b"written, then returned"},
+    ]
+
+
+def test_an_app_that_never_starts_its_response_is_an_error_and_its_response_is_closed():
+    closed = []
+
+    def app(environ, start_response):
+        return Response([b"body"], on_close=lambda: closed.append(True))
+
+    with pytest.raises(RuntimeError, match="did not call start_response"):
+        serve(app_on_threads(app))
+    assert closed == [True]
+
+
+def test_an_error_after_a_stream_started_goes_up_instead_of_a_new_status():
+    def app(environ, start_response):
+        start_response("200 OK", [])
+
+        def chunks():
+            yield b"first"
+            try:
+                raise ValueError("broken mid-stream")
+            except ValueError:
+                start_response("500 Internal Server Error", [], sys.exc_info())
+            yield b"never"
+
+        return Response(chunks(), streaming=True)
+
+    with pytest.raises(ValueError, match="broken mid-stream"):
+        serve(app_on_threads(app), method="GET")
 
 
 def test_requests_on_one_worker_thread_share_its_context_and_not_other_threads():
