@@ -70,19 +70,21 @@ class Response:
             self.on_close()
 
 
+def sent_whole(status: int, headers: list, body: bytes) -> list[dict]:
+    """The messages of a response sent in one piece."""
+    return [
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    ]
+
+
 def test_a_whole_response_goes_out_as_one_start_and_one_body():
     def app(environ, start_response):
         start_response("201 Created", [("Content-Type", "application/json"), ("X-Thing", "1")])
         return Response([b'{"a": ', b"1}"])
 
-    assert serve(app_on_threads(app)) == [
-        {
-            "type": "http.response.start",
-            "status": 201,
-            "headers": [(b"content-type", b"application/json"), (b"x-thing", b"1")],
-        },
-        {"type": "http.response.body", "body": b'{"a": 1}'},
-    ]
+    headers = [(b"content-type", b"application/json"), (b"x-thing", b"1")]
+    assert serve(app_on_threads(app)) == sent_whole(201, headers, b'{"a": 1}')
 
 
 def test_a_streaming_response_goes_out_chunk_by_chunk_and_is_closed_after_the_last():
@@ -204,14 +206,8 @@ def test_what_the_app_writes_goes_out_before_its_iterable():
         write(b"written, ")
         return Response([b"then returned"])
 
-    assert serve(app_on_threads(app)) == [
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")],
-        },
-        {"type": "http.response.body", "body": b"written, then returned"},
-    ]
+    headers = [(b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
+    assert serve(app_on_threads(app)) == sent_whole(200, headers, b"written, then returned")
 
 
 def test_an_app_that_never_starts_its_response_is_an_error_and_its_response_is_closed():
