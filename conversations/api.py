@@ -218,9 +218,9 @@ class TurnDetail(APIView):
     def get(self, request: Request, conversation_id, number: int) -> Response:
         query = WaitQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        turn = get_object_or_404(
-            selectors.turns_visible_to(request.user, conversation_id), number=number
-        )
+        turn = selectors.turn_visible_to(request.user, conversation_id, number)
+        if turn is None:
+            raise NotFound()
         if query.validated_data["wait"] and not turn.is_terminal:
             return Response(_wait_until_terminal(turn, query.validated_data["wait"]))
         return Response(TurnOutput(turn).data)

@@ -84,10 +84,7 @@ def turn_submit(
     score = sentiment(text)
     config = snapshot.current()  # outside the transaction: a reload holds no row lock
     with transaction.atomic():
-        conversations = Conversation.objects.select_for_update()
-        if owner is not None:
-            conversations = conversations.filter(owner=owner)
-        conversation = conversations.get(pk=conversation_id)
+        conversation = selectors.conversation_locked(conversation_id, owner=owner)
         agent = config.agent(conversation.agent_id)
         existing = None if generated else selectors.turn_with_turn_id(conversation.pk, turn_id)
         if existing is not None:
