@@ -9,10 +9,10 @@ import json
 
 import pytest
 from asgiref.sync import async_to_sync
-from asgiref.testing import ApplicationCommunicator
 
 from conversations.models import Turn
 from orchestra_site.asgi import HttpBySyncOrAsyncView, http_app
+from tests.asgi_helpers import http_scope, send_http_request
 from tests.turn_helpers import TRANSACTIONAL
 
 pytest_plugins = ["tests.turn_fixtures"]
@@ -80,36 +80,9 @@ def test_headers_with_an_underscore_never_reach_the_wsgi_handler():
 
 def request(method: str, path: str, headers: list, chunks: list[bytes]) -> tuple[int, dict, bytes]:
     """One HTTP request through `http_app`, the body sent in `chunks`."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-
-    async def run():
-        app = ApplicationCommunicator(http_app, scope)
-        for index, chunk in enumerate(chunks):
-            more = index < len(chunks) - 1
-            await app.send_input({"type": "http.request", "body": chunk, "more_body": more})
-        start = await app.receive_output(timeout=10)
-        body = b""
-        while True:
-            message = await app.receive_output(timeout=10)
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, body
-
-    return async_to_sync(run)()
+    messages, _ = send_http_request(http_app, http_scope(method, path, headers), chunks)
+    start, body = messages[0], b"".join(m.get("body", b"") for m in messages[1:])
+    return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, body
 
 
 def submit_chunked(api_key: str, conversation, payload: dict, first_chunk: int):

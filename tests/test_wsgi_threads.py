@@ -7,27 +7,9 @@ import sys
 
 import pytest
 import structlog
-from asgiref.sync import async_to_sync
-from asgiref.testing import ApplicationCommunicator
 
 from orchestra_site.wsgi_threads import WsgiOnThreads
-
-
-def scope(method="POST", headers=()):
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": "/",
-        "raw_path": b"/",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+from tests.asgi_helpers import http_scope, send_http_request
 
 
 def serve(app, chunks=(b"",), headers=(), method="POST", disconnect=False) -> list[dict]:
@@ -37,23 +19,7 @@ def serve(app, chunks=(b"",), headers=(), method="POST", disconnect=False) -> li
 
 def serve_and_count_unread(app, chunks=(b"",), headers=(), method="POST", disconnect=False):
     """serve(), and how many of the request's messages `app` left unread."""
-
-    async def run():
-        communicator = ApplicationCommunicator(app, scope(method, headers))
-        for index, chunk in enumerate(chunks):
-            more = disconnect or index < len(chunks) - 1
-            await communicator.send_input(
-                {"type": "http.request", "body": chunk, "more_body": more}
-            )
-        if disconnect:
-            await communicator.send_input({"type": "http.disconnect"})
-        await communicator.wait(timeout=10)
-        messages = []
-        while not await communicator.receive_nothing(timeout=0.01):
-            messages.append(await communicator.receive_output())
-        return messages, communicator.input_queue.qsize()
-
-    return async_to_sync(run)()
+    return send_http_request(app, http_scope(method, "/", headers), chunks, disconnect)
 
 
 class Response:
