@@ -61,7 +61,7 @@ def conversation_locked(conversation_id, *, owner=None) -> Conversation:
     has no row locks: the embedded mode's transactions take the database's write lock."""
     connection = connections[Conversation.objects.db]
     sql = "SELECT * FROM conversations_conversation WHERE id = %s"
-    params = [Conversation._meta.pk.get_db_prep_value(conversation_id, connection)]
+    params = [Turn.db_value("conversation", conversation_id, connection)]
     if owner is not None:
         sql += " AND owner_id = %s"
         params.append(owner.pk)
