@@ -8,8 +8,10 @@ chunk, its end: four round trips for a turn's submission); one crossing costs ab
 a millisecond less CPU per request here (docs/performance.md §4). Two kinds of request
 keep a2wsgi's way of reading the body, a hand-off per read: file uploads (multipart),
 which are not size-limited and which Django may refuse before reading them, and every
-body when DATA_UPLOAD_MAX_MEMORY_SIZE is off. Streaming responses (static files,
-downloads) go out chunk by chunk as the thread produces them.
+body when DATA_UPLOAD_MAX_MEMORY_SIZE is off. Django reads such a body only as far as its
+Content-Length says, so one sent without it (chunked) is refused with 411 before Django
+sees it: it would otherwise arrive empty. Streaming responses (static files, downloads)
+go out chunk by chunk as the thread produces them.
 
 Each pool thread runs its requests in a contextvars context of its own, kept from one
 request to the next: Django keeps its cache clients in context-local storage, and a fresh
@@ -27,7 +29,13 @@ from concurrent.futures import ThreadPoolExecutor
 import structlog
 from a2wsgi.wsgi import Body, build_environ
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone, translation
+
+from orchestra_site.errors import error_body
+from orchestra_site.request_id import HEADER, resolve_request_id
+
+log = structlog.get_logger("orchestra.http")
 
 
 class WsgiOnThreads:
@@ -39,7 +47,10 @@ class WsgiOnThreads:
     async def __call__(self, scope, receive, send):
         loop = asyncio.get_running_loop()
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        if limit is None or _is_multipart(scope):
+        headers = dict(scope["headers"])
+        if limit is None or headers.get(b"content-type", b"").lower().startswith(b"multipart/"):
+            if b"transfer-encoding" in headers and b"content-length" not in headers:
+                return await _length_required(scope, headers, send)
             environ = build_environ(scope, Body(loop, receive))
         else:
             # Read whole, but a body Django refuses by its size only up to the first
@@ -146,11 +157,36 @@ async def _read_body(receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _is_multipart(scope) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            return value.lower().startswith(b"multipart/")
-    return False
+async def _length_required(scope, headers: dict, send) -> None:
+    """411 in the API's error shape, for a body read lazily that has no length."""
+    request_id = resolve_request_id(headers.get(HEADER.lower().encode(), b"").decode("latin1"))
+    message = "Send this body with a Content-Length header, not chunked."
+    body = (
+        DjangoJSONEncoder()
+        .encode(
+            error_body("length_required", message, {"Content-Length": ["This header is required."]})
+        )
+        .encode()
+    )
+    log.info(
+        "request.refused",
+        method=scope["method"],
+        path=scope["path"],
+        status=411,
+        request_id=request_id,
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 411,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (HEADER.lower().encode(), request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _forget_request_state():

@@ -3,6 +3,7 @@ one hand-off per request."""
 
 import contextvars
 import hashlib
+import json
 import sys
 
 import pytest
@@ -164,6 +165,41 @@ def test_a_chunked_body_reaches_the_app_with_a_length_instead():
     serve(app_on_threads(app), chunks=[b"ab", b"c"], headers=[(b"transfer-encoding", b"chunked")])
 
     assert seen == [("3", False)]
+
+
+@pytest.mark.parametrize("lazy", ["multipart", "no upload limit"])
+def test_a_chunked_body_read_as_the_app_reads_it_is_refused_with_411_and_reaches_no_app(
+    settings, lazy
+):
+    """Django reads such a body only as far as its Content-Length: without one it would
+    arrive empty."""
+    headers = [(b"transfer-encoding", b"chunked"), (b"x-request-id", b"upload-1")]
+    if lazy == "multipart":
+        headers.append((b"content-type", b"multipart/form-data; boundary=x"))
+    else:
+        settings.DATA_UPLOAD_MAX_MEMORY_SIZE = None
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(environ)
+        start_response("204 No Content", [])
+        return Response([])
+
+    messages, unread = serve_and_count_unread(
+        app_on_threads(app), chunks=[b"--x\r\n", b"data"], headers=headers
+    )
+
+    assert seen == []
+    assert messages[0]["status"] == 411
+    assert dict(messages[0]["headers"])[b"x-request-id"] == b"upload-1"
+    assert json.loads(messages[1]["body"]) == {
+        "error": {
+            "code": "length_required",
+            "message": "Send this body with a Content-Length header, not chunked.",
+            "details": {"Content-Length": ["This header is required."]},
+        }
+    }
+    assert unread == 2
 
 
 def test_what_the_app_writes_goes_out_before_its_iterable():
