@@ -11,7 +11,7 @@ which are not size-limited and which Django may refuse before reading them, and 
 body when DATA_UPLOAD_MAX_MEMORY_SIZE is off. Django reads such a body only as far as its
 Content-Length says, so one sent without it (chunked) is refused with 411 before Django
 sees it: it would otherwise arrive empty. Streaming responses (static files, downloads)
-go out chunk by chunk as the thread produces them.
+go out chunk by chunk as the thread produces them, and stop when the client leaves.
 
 Each pool thread runs its requests in a contextvars context of its own, kept from one
 request to the next: Django keeps its cache clients in context-local storage, and a fresh
@@ -61,18 +61,20 @@ class WsgiOnThreads:
             environ = build_environ(scope, io.BytesIO(body))
             environ["CONTENT_LENGTH"] = str(len(body))
             environ.pop("HTTP_TRANSFER_ENCODING", None)  # read: what is left has a length
-        messages = await loop.run_in_executor(self.executor, self._serve, environ, loop, send)
+        messages = await loop.run_in_executor(
+            self.executor, self._serve, environ, loop, receive, send
+        )
         for message in messages:
             await send(message)
 
-    def _serve(self, environ, loop, send):
+    def _serve(self, environ, loop, receive, send):
         """In a pool thread: the response's messages, or none if it streamed them."""
         context = getattr(self._local, "context", None)
         if context is None:
             context = self._local.context = contextvars.Context()
-        return context.run(self._respond, environ, loop, send)
+        return context.run(self._respond, environ, loop, receive, send)
 
-    def _respond(self, environ, loop, send):
+    def _respond(self, environ, loop, receive, send):
         def hand_over(message):
             asyncio.run_coroutine_threadsafe(send(message), loop).result()
 
@@ -83,7 +85,14 @@ class WsgiOnThreads:
             if not getattr(response, "streaming", False):
                 body = b"".join(response)
                 return start.message(), {"type": "http.response.body", "body": start.written + body}
-            _stream(response, start, hand_over)
+            client_gone = threading.Event()
+            watch = asyncio.run_coroutine_threadsafe(
+                _watch_for_disconnect(receive, client_gone), loop
+            )
+            try:
+                _stream(response, start, hand_over, client_gone)
+            finally:
+                watch.cancel()
             return ()
         finally:
             try:
@@ -127,11 +136,13 @@ class _Start:
         return {"type": "http.response.start", "status": self.status, "headers": self.headers}
 
 
-def _stream(chunks, start: _Start, hand_over) -> None:
+def _stream(chunks, start: _Start, hand_over, client_gone: threading.Event) -> None:
     """A streaming response's chunks, each handed to the event loop as it comes (WSGI
-    allows start_response until the first chunk)."""
+    allows start_response until the first chunk), until its client leaves."""
     pending = start.written
     for chunk in chunks:
+        if client_gone.is_set():
+            return  # nobody left to send the rest to; the caller closes the response
         if chunk:
             if not start.sent:
                 hand_over(start.message())
@@ -140,6 +151,14 @@ def _stream(chunks, start: _Start, hand_over) -> None:
     if not start.sent:
         hand_over(start.message())
     hand_over({"type": "http.response.body", "body": pending})
+
+
+async def _watch_for_disconnect(receive, client_gone: threading.Event) -> None:
+    """Sets `client_gone` when the client leaves (cancelled when the response is sent);
+    what is left of a body the app did not read is dropped."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    client_gone.set()
 
 
 async def _read_body(receive, limit: int) -> bytes | None:

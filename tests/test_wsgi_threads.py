@@ -1,13 +1,17 @@
 """orchestra_site/wsgi_threads.py: Django's WSGI handler over ASGI on a pool of threads,
 one hand-off per request."""
 
+import asyncio
 import contextvars
 import hashlib
 import json
 import sys
+import threading
 
 import pytest
 import structlog
+from asgiref.sync import async_to_sync
+from asgiref.testing import ApplicationCommunicator
 
 from orchestra_site.wsgi_threads import WsgiOnThreads
 from tests.asgi_helpers import http_scope, send_http_request
@@ -79,6 +83,39 @@ def test_a_streaming_response_goes_out_chunk_by_chunk_and_is_closed_after_the_la
         {"type": "http.response.body", "body": b""},
     ]
     assert events == [("made", b"one"), ("made", b""), ("made", b"two"), "closed"]
+
+
+def test_a_streaming_response_stops_and_is_closed_when_its_client_leaves():
+    made, closed = [], threading.Event()
+    first_sent, released = threading.Event(), threading.Event()
+
+    def app(environ, start_response):
+        def chunks():
+            for index in range(1000):
+                made.append(index)
+                if index == 1:  # the first chunk is out: hold here until the client left
+                    first_sent.set()
+                    released.wait(10)
+                yield b"x"
+
+        start_response("200 OK", [])
+        return Response(chunks(), streaming=True, on_close=closed.set)
+
+    async def run():
+        communicator = ApplicationCommunicator(app_on_threads(app), http_scope("GET"))
+        await communicator.send_input({"type": "http.request", "body": b""})
+        start = await communicator.receive_output()
+        first = await communicator.receive_output()
+        await asyncio.get_running_loop().run_in_executor(None, first_sent.wait, 10)
+        await communicator.send_input({"type": "http.disconnect"})
+        await asyncio.sleep(0.05)  # the watch sees the disconnect
+        released.set()
+        await communicator.wait(timeout=10)
+        return start["status"], first["body"]
+
+    assert async_to_sync(run)() == (200, b"x")
+    assert closed.is_set()
+    assert made == [0, 1]
 
 
 def test_the_body_in_chunks_reaches_the_app_whole_with_its_length():
