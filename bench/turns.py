@@ -52,6 +52,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+# The build the virtualenv was made from: how it was compiled moves every number (§3).
+INTERPRETER = Path(sys.executable).resolve()
 HOST = "127.0.0.1"
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/orchestra_bench"
@@ -936,8 +938,8 @@ def main(argv=None) -> int:
     api_keys = prepare(env, args)
     logs = Path(tempfile.mkdtemp(prefix="orchestra-bench-"))
     print(
-        f"bench: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"code {code_version()}; logs in {logs}",
+        f"bench: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()} "
+        f"({INTERPRETER}), code {code_version()}; logs in {logs}",
         flush=True,
     )
     reports = []
@@ -965,6 +967,7 @@ def main(argv=None) -> int:
         machine = {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
+            "interpreter": str(INTERPRETER),
             "platform": platform.platform(),
             "code": code_version(),
         }
