@@ -23,13 +23,13 @@ language, time zone) is cleared when its response is closed.
 import asyncio
 import contextvars
 import io
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 from a2wsgi.wsgi import Body, build_environ
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone, translation
 
 from orchestra_site.errors import error_body
@@ -180,13 +180,9 @@ async def _length_required(scope, headers: dict, send) -> None:
     """411 in the API's error shape, for a body read lazily that has no length."""
     request_id = resolve_request_id(headers.get(HEADER.lower().encode(), b"").decode("latin1"))
     message = "Send this body with a Content-Length header, not chunked."
-    body = (
-        DjangoJSONEncoder()
-        .encode(
-            error_body("length_required", message, {"Content-Length": ["This header is required."]})
-        )
-        .encode()
-    )
+    details = {"Content-Length": ["This header is required."]}
+    error = error_body("length_required", message, details)
+    body = json.dumps(error, separators=(",", ":")).encode()  # as DRF renders errors
     log.info(
         "request.refused",
         method=scope["method"],
