@@ -1,4 +1,5 @@
 from billing.models import UsageRecord
+from orchestra_site import rows
 
 
 def usage_record_create(
@@ -17,7 +18,10 @@ def usage_record_create(
     outcome: str,
     error_class: str = "",
 ) -> UsageRecord:
-    return UsageRecord.objects.create(
+    """One per model call, written at once (not with the turn) so that no call goes
+    unbilled if the worker dies mid-turn; without the query compiler (orchestra_site/rows.py),
+    because every model call pays for it."""
+    record = UsageRecord(
         turn_id=turn_id,
         agent_id=agent_id,
         provider_id=provider_id,
@@ -32,3 +36,4 @@ def usage_record_create(
         outcome=outcome,
         error_class=error_class,
     )
+    return rows.insert(record)

@@ -19,6 +19,7 @@ from agents.models import Agent
 from conversations import events, selectors
 from conversations.models import Conversation, Turn, text_digest
 from conversations.mood import next_mood, sentiment
+from orchestra_site import rows
 from orchestra_site.errors import (
     ConversationBusy,
     ConversationClosed,
@@ -103,15 +104,19 @@ def turn_submit(
 
         conversation.turn_count += 1
         escalate = _follow_mood(conversation, agent, score)
-        conversation.save(update_fields=["turn_count", "mood", "low_mood_turns", "updated_at"])
-        turn = Turn.objects.create(
-            conversation=conversation,
-            number=conversation.turn_count,
-            turn_id=turn_id,
-            input=text,
-            input_hash=input_hash,
-            sentiment=score,
-            intent=Turn.MOOD_ESCALATION if escalate else "",
+        # Both writes without the query compiler (orchestra_site/rows.py): every
+        # submission makes them.
+        rows.update(conversation, ["turn_count", "mood", "low_mood_turns", "updated_at"])
+        turn = rows.insert(
+            Turn(
+                conversation=conversation,
+                number=conversation.turn_count,
+                turn_id=turn_id,
+                input=text,
+                input_hash=input_hash,
+                sentiment=score,
+                intent=Turn.MOOD_ESCALATION if escalate else "",
+            )
         )
         # Each after-commit step on its own: a failed publish must not stop the enqueue.
         # If both fail (Redis down), the turn is recorded and recovery enqueues it later.

@@ -1,0 +1,121 @@
+"""orchestra_site/rows.py: one-row writes without the query compiler, the same rows as the
+ORM's."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from billing.models import UsageRecord
+from billing.services import usage_record_create
+from conversations.models import Conversation, Turn
+from orchestra_site import rows
+from tests.llm_helpers import model_make, provider_make
+
+pytest_plugins = ["tests.turn_fixtures"]
+
+pytestmark = pytest.mark.django_db
+
+
+def _row(model, pk) -> dict:
+    return model.objects.filter(pk=pk).values().get()
+
+
+def _turn(conversation, number: int, **fields) -> Turn:
+    return Turn(conversation=conversation, number=number, turn_id=f"t{number}", **fields)
+
+
+def test_insert_writes_the_row_create_writes_and_sets_the_new_key(conversation):
+    fields = {
+        "input": "Where is my parcel?",
+        "input_hash": "ab" * 32,
+        "sentiment": -0.25,
+        "echo": {"action": "flagged", "similar_to": 1, "score": 0.95},
+        "cost_usd": Decimal("0.000123"),
+    }
+    by_orm = Turn.objects.create(conversation=conversation, number=1, turn_id="t1", **fields)
+    started = timezone.now()
+
+    turn = rows.insert(_turn(conversation, 2, **fields))
+
+    assert turn.pk is not None
+    assert (turn._state.adding, turn._state.db) == (False, "default")
+    assert started <= turn.created_at <= timezone.now()
+    written, expected = _row(Turn, turn.pk), _row(Turn, by_orm.pk)
+    assert written["created_at"] == turn.created_at
+    ignored = {"id", "number", "turn_id", "created_at"}
+    assert {k: v for k, v in written.items() if k not in ignored} == {
+        k: v for k, v in expected.items() if k not in ignored
+    }
+    assert (written["status"], written["attempt"], written["echo"]) == (
+        Turn.Status.QUEUED,
+        0,
+        {"action": "flagged", "similar_to": 1, "score": 0.95},
+    )
+
+
+def test_a_usage_record_is_written_whole(conversation, support_agent):
+    turn = rows.insert(_turn(conversation, 1, input="Hi", input_hash="0" * 64))
+    llm = model_make(provider_make(kind="local"))
+
+    record = usage_record_create(
+        turn_id=turn.pk,
+        agent_id=support_agent.pk,
+        provider_id=llm.provider_id,
+        model_id=llm.pk,
+        attempt=2,
+        input_tokens=11,
+        output_tokens=22,
+        cached_tokens=3,
+        tokens_estimated=True,
+        latency_ms=40,
+        ttft_ms=None,
+        outcome=UsageRecord.Outcome.RESET,
+        error_class="timeout",
+    )
+
+    written = _row(UsageRecord, record.pk)
+    assert written == {
+        "id": record.pk,
+        "turn_id": turn.pk,
+        "agent_id": support_agent.pk,
+        "provider_id": llm.provider_id,
+        "model_id": llm.pk,
+        "attempt": 2,
+        "input_tokens": 11,
+        "output_tokens": 22,
+        "cached_tokens": 3,
+        "tokens_estimated": True,
+        "latency_ms": 40,
+        "ttft_ms": None,
+        "outcome": "reset",
+        "error_class": "timeout",
+        "created_at": record.created_at,
+    }
+
+
+def test_update_writes_only_the_fields_named_and_moves_auto_now(conversation):
+    Conversation.objects.filter(pk=conversation.pk).update(
+        updated_at=timezone.now() - timedelta(hours=1)
+    )
+    before = _row(Conversation, conversation.pk)
+    conversation.turn_count = 7
+    conversation.metadata = {"not": "written"}
+
+    assert rows.update(conversation, ["turn_count", "updated_at"]) is True
+
+    after = _row(Conversation, conversation.pk)
+    assert after["turn_count"] == 7
+    assert after["metadata"] == before["metadata"]
+    assert after["updated_at"] == conversation.updated_at > before["updated_at"]
+    unchanged = set(before) - {"turn_count", "updated_at"}
+    assert {k: after[k] for k in unchanged} == {k: before[k] for k in unchanged}
+
+
+def test_update_of_a_row_that_is_gone_says_so_and_writes_nothing(conversation):
+    Conversation.objects.filter(pk=conversation.pk).delete()
+    conversation.turn_count = 3
+
+    assert rows.update(conversation, ["turn_count"]) is False
+    assert not Conversation.objects.exists()
