@@ -303,14 +303,19 @@ def turn_finish(*, turn: Turn, status: str, **fields) -> bool:
     """
     now = timezone.now()
     latency_ms = int((now - turn.created_at).total_seconds() * 1000)
-    updated = Turn.objects.filter(
-        pk=turn.pk, attempt=turn.attempt, status=Turn.Status.PROCESSING
-    ).update(
-        status=status,
-        completed_at=now,
-        latency_ms=latency_ms,
-        lease_expires_at=None,
-        **fields,
+    # Every turn ends here: without the query compiler (orchestra_site/rows.py).
+    updated = rows.update_where(
+        Turn,
+        {
+            "status": status,
+            "completed_at": now,
+            "latency_ms": latency_ms,
+            "lease_expires_at": None,
+            **fields,
+        },
+        pk=turn.pk,
+        attempt=turn.attempt,
+        status=Turn.Status.PROCESSING,
     )
     if updated:
         turn.status, turn.completed_at, turn.latency_ms = status, now, latency_ms

@@ -42,20 +42,36 @@ def update(obj, fields: list[str]) -> bool:
     """UPDATE `fields` of `obj`'s row, as `obj.save(update_fields=fields)` would (an
     `auto_now` field among them is set to now). Returns whether the row was there."""
     meta = obj._meta
-    connection = connections[router.db_for_write(type(obj), instance=obj)]
+    values = {name: meta.get_field(name).pre_save(obj, False) for name in fields}
+    return update_where(type(obj), values, pk=obj.pk) == 1
+
+
+def update_where(model, values: dict, **where) -> int:
+    """`model.objects.filter(**where).update(**values)` for plain equality conditions
+    (`pk` or field names; no None), in one statement. Returns how many rows changed."""
+    meta = model._meta
+    connection = connections[router.db_for_write(model)]
     quote = connection.ops.quote_name
-    model_fields = [meta.get_field(name) for name in fields]
-    values = [
-        field.get_db_prep_save(field.pre_save(obj, False), connection) for field in model_fields
-    ]
-    sql = "UPDATE {} SET {} WHERE {} = %s".format(  # noqa: S608 (names from the model)
-        quote(meta.db_table),
-        ", ".join(f"{quote(field.column)} = %s" for field in model_fields),
-        quote(meta.pk.column),
+    assignments, params = [], []
+    for name, value in values.items():
+        field = meta.get_field(name)
+        if hasattr(value, "prepare_database_save"):  # a model instance for a foreign key
+            value = value.prepare_database_save(field)
+        assignments.append(f"{quote(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    conditions = []
+    for name, value in where.items():
+        if value is None:
+            raise ValueError(f"update_where({name}=None): equality with NULL matches nothing.")
+        field = meta.pk if name == "pk" else meta.get_field(name)
+        conditions.append(f"{quote(field.column)} = %s")
+        params.append(field.get_db_prep_value(value, connection))
+    sql = "UPDATE {} SET {} WHERE {}".format(  # noqa: S608 (names from the model)
+        quote(meta.db_table), ", ".join(assignments), " AND ".join(conditions)
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*values, meta.pk.get_db_prep_value(obj.pk, connection)])
-        return cursor.rowcount == 1
+        cursor.execute(sql, params)
+        return cursor.rowcount
 
 
 def _insert_sql(model, connection):

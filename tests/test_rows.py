@@ -119,3 +119,27 @@ def test_update_of_a_row_that_is_gone_says_so_and_writes_nothing(conversation):
 
     assert rows.update(conversation, ["turn_count"]) is False
     assert not Conversation.objects.exists()
+
+
+def test_update_where_writes_only_rows_matching_every_condition(conversation, support_agent):
+    turn = rows.insert(_turn(conversation, 1, input="Hi", input_hash="0" * 64, attempt=2))
+    values = {"output": "Hello", "agent": support_agent, "echo": {"action": "flagged"}}
+
+    assert rows.update_where(Turn, values, pk=turn.pk, attempt=1) == 0
+    assert (_row(Turn, turn.pk)["output"], _row(Turn, turn.pk)["agent_id"]) == ("", None)
+
+    assert rows.update_where(Turn, values, pk=turn.pk, attempt=2, status="queued") == 1
+    written = _row(Turn, turn.pk)
+    assert (written["output"], written["agent_id"], written["echo"]) == (
+        "Hello",
+        support_agent.pk,
+        {"action": "flagged"},
+    )
+
+
+def test_update_where_refuses_a_condition_on_null(conversation):
+    turn = rows.insert(_turn(conversation, 1, input="Hi", input_hash="0" * 64))
+
+    with pytest.raises(ValueError, match="lease_expires_at=None"):
+        rows.update_where(Turn, {"output": "x"}, pk=turn.pk, lease_expires_at=None)
+    assert _row(Turn, turn.pk)["output"] == ""
