@@ -4,29 +4,35 @@
 than the database spends running it (a usage record: 0.67 against 0.19 ms of CPU on this
 project's bench machine, docs/performance.md). These write the same row the ORM would:
 the same columns, each value prepared by its own field as the ORM prepares it (defaults,
-`auto_now_add`, `auto_now`, JSON), in one statement whose text is built once per model.
-They send no signals; nothing in this project listens to the models they write.
+`auto_now_add`, `auto_now`, JSON), in one statement whose text is built once per model,
+and like the ORM they mark the transaction for rollback when the statement fails. They
+send no signals (nothing in this project listens to the models they write) and take
+plain values only, no expressions (`F()`, `Now()`).
 """
 
-from django.db import connections, router
+from django.db import DatabaseError, connections, router, transaction
 from django.db.models import NOT_PROVIDED
 
 _INSERTS: dict = {}  # (model, database alias) -> (fields, SQL, returning parameters)
 
 
 def insert(obj):
-    """INSERT `obj` as a new row, as `obj.save(force_insert=True)` would, and set its
-    primary key from the database. Returns `obj`."""
+    """INSERT `obj` as a new row, as `Model.objects.create()` would, and set its primary
+    key (an auto field) from the database. Returns `obj`."""
     model = type(obj)
-    alias = router.db_for_write(model, instance=obj)
+    meta = model._meta
+    alias = router.db_for_write(model)
     connection = connections[alias]
     key = (model, alias)
     if key not in _INSERTS:
         _INSERTS[key] = _insert_sql(model, connection)
     fields, sql, returning_params = _INSERTS[key]
-    values = [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
-    meta = model._meta
-    with connection.cursor() as cursor:
+    if obj.pk is not None:
+        raise ValueError(f"rows.insert(): {model.__name__} has its primary key already.")
+    values = [
+        field.get_db_prep_save(_plain(field.pre_save(obj, True)), connection) for field in fields
+    ]
+    with transaction.mark_for_rollback_on_error(alias), connection.cursor() as cursor:
         cursor.execute(sql, [*values, *(returning_params or ())])
         if returning_params is None:
             pk = connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)
@@ -38,19 +44,25 @@ def insert(obj):
     return obj
 
 
-def update(obj, fields: list[str]) -> bool:
+def update(obj, fields: list[str]) -> None:
     """UPDATE `fields` of `obj`'s row, as `obj.save(update_fields=fields)` would (an
-    `auto_now` field among them is set to now). Returns whether the row was there."""
+    `auto_now` field among them is set to now); DatabaseError if the row is not there."""
     meta = obj._meta
     values = {name: meta.get_field(name).pre_save(obj, False) for name in fields}
-    return update_where(type(obj), values, pk=obj.pk) == 1
+    alias = router.db_for_write(type(obj), instance=obj)
+    if _update(type(obj), alias, values, {"pk": obj.pk}) != 1:
+        raise DatabaseError("Save with update_fields did not affect any rows.")
 
 
 def update_where(model, values: dict, **where) -> int:
     """`model.objects.filter(**where).update(**values)` for plain equality conditions
-    (`pk` or field names; no None), in one statement. Returns how many rows changed."""
+    (`pk` or a field's name; not None), in one statement. Returns how many rows changed."""
+    return _update(model, router.db_for_write(model), values, where)
+
+
+def _update(model, alias: str, values: dict, where: dict) -> int:
     meta = model._meta
-    connection = connections[router.db_for_write(model)]
+    connection = connections[alias]
     quote = connection.ops.quote_name
     assignments, params = [], []
     for name, value in values.items():
@@ -58,29 +70,35 @@ def update_where(model, values: dict, **where) -> int:
         if hasattr(value, "prepare_database_save"):  # a model instance for a foreign key
             value = value.prepare_database_save(field)
         assignments.append(f"{quote(field.column)} = %s")
-        params.append(field.get_db_prep_save(value, connection))
+        params.append(field.get_db_prep_save(_plain(value), connection))
     conditions = []
     for name, value in where.items():
         if value is None:
-            raise ValueError(f"update_where({name}=None): equality with NULL matches nothing.")
+            raise ValueError(f"rows: {name}=None as a condition would match nothing.")
         field = meta.pk if name == "pk" else meta.get_field(name)
         conditions.append(f"{quote(field.column)} = %s")
-        params.append(field.get_db_prep_value(value, connection))
+        params.append(field.get_db_prep_value(_plain(value), connection))
     sql = "UPDATE {} SET {} WHERE {}".format(  # noqa: S608 (names from the model)
         quote(meta.db_table), ", ".join(assignments), " AND ".join(conditions)
     )
-    with connection.cursor() as cursor:
+    with transaction.mark_for_rollback_on_error(alias), connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
 
 
+def _plain(value):
+    if hasattr(value, "resolve_expression"):
+        raise TypeError(f"rows: {value!r} is an expression; these writes take plain values.")
+    return value
+
+
 def _insert_sql(model, connection):
     meta = model._meta
-    if meta.parents:
-        raise TypeError(f"{model.__name__}: rows.insert() writes one table only.")
+    if meta.parents or meta.auto_field is None:
+        raise TypeError(f"rows.insert(): {model.__name__} needs one table and an auto key.")
     fields = [field for field in meta.local_concrete_fields if field is not meta.auto_field]
-    if any(field.db_default is not NOT_PROVIDED for field in fields):
-        raise TypeError(f"{model.__name__}: rows.insert() does not send database defaults.")
+    if any(field.db_default is not NOT_PROVIDED or field.generated for field in fields):
+        raise TypeError(f"rows.insert(): {model.__name__} has fields the database fills.")
     quote = connection.ops.quote_name
     sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608 (names from the model)
         quote(meta.db_table),

@@ -11,7 +11,8 @@ which are not size-limited and which Django may refuse before reading them, and 
 body when DATA_UPLOAD_MAX_MEMORY_SIZE is off. Django reads such a body only as far as its
 Content-Length says, so one sent without it (chunked) is refused with 411 before Django
 sees it: it would otherwise arrive empty. Streaming responses (static files, downloads)
-go out chunk by chunk as the thread produces them, and stop when the client leaves.
+go out chunk by chunk as the thread produces them, and stop when the client leaves
+(except after a body the app reads itself, whose messages nothing else may take).
 
 Each pool thread runs its requests in a contextvars context of its own, kept from one
 request to the next: Django keeps its cache clients in context-local storage, and a fresh
@@ -52,6 +53,9 @@ class WsgiOnThreads:
             if b"transfer-encoding" in headers and b"content-length" not in headers:
                 return await _length_required(scope, headers, send)
             environ = build_environ(scope, Body(loop, receive))
+            # The app reads the body from `receive` as it goes, even while it streams its
+            # response: nothing else may read it, so the stream is not watched.
+            watch_with = None
         else:
             # Read whole, but a body Django refuses by its size only up to the first
             # message past the limit: its length then tells Django to refuse it.
@@ -61,20 +65,24 @@ class WsgiOnThreads:
             environ = build_environ(scope, io.BytesIO(body))
             environ["CONTENT_LENGTH"] = str(len(body))
             environ.pop("HTTP_TRANSFER_ENCODING", None)  # read: what is left has a length
+            watch_with = receive  # the body is read: what comes next is the client leaving
         messages = await loop.run_in_executor(
-            self.executor, self._serve, environ, loop, receive, send
+            self.executor, self._serve, environ, loop, watch_with, send
         )
         for message in messages:
             await send(message)
 
-    def _serve(self, environ, loop, receive, send):
+    def _serve(self, environ, loop, watch_with, send):
         """In a pool thread: the response's messages, or none if it streamed them."""
         context = getattr(self._local, "context", None)
         if context is None:
             context = self._local.context = contextvars.Context()
-        return context.run(self._respond, environ, loop, receive, send)
+        return context.run(self._respond, environ, loop, watch_with, send)
 
-    def _respond(self, environ, loop, receive, send):
+    def _respond(self, environ, loop, watch_with, send):
+        """`watch_with`: the request's `receive`, to stop a streaming response when its
+        client leaves, or None."""
+
         def hand_over(message):
             asyncio.run_coroutine_threadsafe(send(message), loop).result()
 
@@ -86,8 +94,11 @@ class WsgiOnThreads:
                 body = b"".join(response)
                 return start.message(), {"type": "http.response.body", "body": start.written + body}
             client_gone = threading.Event()
+            if watch_with is None:
+                _stream(response, start, hand_over, client_gone)
+                return ()
             watch = asyncio.run_coroutine_threadsafe(
-                _watch_for_disconnect(receive, client_gone), loop
+                _watch_for_disconnect(watch_with, client_gone), loop
             )
             try:
                 _stream(response, start, hand_over, client_gone)
@@ -154,8 +165,8 @@ def _stream(chunks, start: _Start, hand_over, client_gone: threading.Event) -> N
 
 
 async def _watch_for_disconnect(receive, client_gone: threading.Event) -> None:
-    """Sets `client_gone` when the client leaves (cancelled when the response is sent);
-    what is left of a body the app did not read is dropped."""
+    """Sets `client_gone` when the client leaves (cancelled when the response is sent).
+    Only for a request whose body was read whole before the app ran."""
     while (await receive())["type"] != "http.disconnect":
         pass
     client_gone.set()

@@ -5,6 +5,10 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import F
+from django.db.models.functions import Now
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from billing.models import UsageRecord
@@ -103,7 +107,7 @@ def test_update_writes_only_the_fields_named_and_moves_auto_now(conversation):
     conversation.turn_count = 7
     conversation.metadata = {"not": "written"}
 
-    assert rows.update(conversation, ["turn_count", "updated_at"]) is True
+    rows.update(conversation, ["turn_count", "updated_at"])
 
     after = _row(Conversation, conversation.pk)
     assert after["turn_count"] == 7
@@ -113,11 +117,52 @@ def test_update_writes_only_the_fields_named_and_moves_auto_now(conversation):
     assert {k: after[k] for k in unchanged} == {k: before[k] for k in unchanged}
 
 
-def test_update_of_a_row_that_is_gone_says_so_and_writes_nothing(conversation):
+def test_update_of_a_row_that_is_gone_is_an_error_as_with_save(conversation):
     Conversation.objects.filter(pk=conversation.pk).delete()
     conversation.turn_count = 3
 
-    assert rows.update(conversation, ["turn_count"]) is False
+    with pytest.raises(DatabaseError, match="did not affect any rows"):
+        rows.update(conversation, ["turn_count"])
+    assert not Conversation.objects.exists()
+
+
+def test_a_failed_write_marks_its_transaction_for_rollback_as_the_orm_does(conversation):
+    rows.insert(_turn(conversation, 1, input="Hi", input_hash="0" * 64))
+
+    with pytest.raises(TransactionManagementError), transaction.atomic():
+        with pytest.raises(IntegrityError):
+            rows.insert(_turn(conversation, 1, input="again", input_hash="1" * 64))
+        Turn.objects.count()  # the transaction is done for: Django says so, not the database
+
+    assert list(Turn.objects.values_list("input", flat=True)) == ["Hi"]
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda turn: rows.update_where(Turn, {"output": F("input")}, pk=turn.pk),
+        lambda turn: rows.update_where(Turn, {"completed_at": Now()}, pk=turn.pk),
+        lambda turn: rows.update_where(Turn, {"output": "x"}, pk=turn.pk, number=F("number")),
+    ],
+    ids=["F", "Now", "condition"],
+)
+def test_expressions_are_refused_before_anything_is_written(conversation, write):
+    turn = rows.insert(_turn(conversation, 1, input="Hi", input_hash="0" * 64))
+
+    with pytest.raises(TypeError, match="is an expression"):
+        write(turn)
+    assert (_row(Turn, turn.pk)["output"], _row(Turn, turn.pk)["completed_at"]) == ("", None)
+
+
+def test_insert_refuses_a_row_that_has_its_key_already(conversation):
+    with pytest.raises(ValueError, match="has its primary key already"):
+        rows.insert(_turn(conversation, 1, id=424242, input="Hi", input_hash="0" * 64))
+    assert not Turn.objects.exists()
+
+
+def test_insert_refuses_a_model_without_an_auto_key(alice, support_agent):
+    with pytest.raises(TypeError, match="needs one table and an auto key"):
+        rows.insert(Conversation(owner=alice, agent=support_agent))
     assert not Conversation.objects.exists()
 
 

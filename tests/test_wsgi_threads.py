@@ -118,6 +118,23 @@ def test_a_streaming_response_stops_and_is_closed_when_its_client_leaves():
     assert made == [0, 1]
 
 
+def test_a_streaming_response_that_reads_its_upload_as_it_goes_gets_all_of_it():
+    """Nothing watches for the client leaving while the app still reads the body."""
+
+    def app(environ, start_response):
+        def chunks():
+            yield b"first "
+            yield environ["wsgi.input"].read(6)
+
+        start_response("200 OK", [])
+        return Response(chunks(), streaming=True)
+
+    headers = [*MULTIPART, (b"content-length", b"6")]
+    messages = serve(app_on_threads(app), chunks=[b"abc", b"def"], headers=headers)
+
+    assert b"".join(m.get("body", b"") for m in messages[1:]) == b"first abcdef"
+
+
 def test_the_body_in_chunks_reaches_the_app_whole_with_its_length():
     seen = []
 
