@@ -94,16 +94,14 @@ class WsgiOnThreads:
                 body = b"".join(response)
                 return start.message(), {"type": "http.response.body", "body": start.written + body}
             client_gone = threading.Event()
-            if watch_with is None:
-                _stream(response, start, hand_over, client_gone)
-                return ()
-            watch = asyncio.run_coroutine_threadsafe(
+            watch = watch_with and asyncio.run_coroutine_threadsafe(
                 _watch_for_disconnect(watch_with, client_gone), loop
             )
             try:
                 _stream(response, start, hand_over, client_gone)
             finally:
-                watch.cancel()
+                if watch:
+                    watch.cancel()
             return ()
         finally:
             try:
