@@ -25,7 +25,7 @@ from tests.llm_helpers import (
     unique,
     usage_of,
 )
-from tests.turn_helpers import SUPPORT_PROMPT, local_model_reply, submit
+from tests.turn_helpers import SUPPORT_PROMPT, conversation_make, local_model_reply, submit
 
 pytest_plugins = ["tests.turn_fixtures"]
 
@@ -610,8 +610,6 @@ def test_after_the_server_stops_one_chat_is_enough_for_the_admin_to_show_the_ope
 def test_the_turn_list_shows_the_newest_conversations_first_then_turns_by_number(
     admin_client, alice, support_agent
 ):
-    from tests.turn_helpers import conversation_make
-
     older = conversation_make(owner=alice, agent=support_agent)
     newer = conversation_make(owner=alice, agent=support_agent)
     for conversation, texts in ((older, ["one", "two"]), (newer, ["three"])):

@@ -11,9 +11,11 @@ import time
 
 import pybreaker
 import pytest
+import time_machine
 
 from agents import router
 from agents.breakers import breaker_for, circuit_state
+from agents.health import model_health, record_call
 from agents.providers.base import StreamAborted
 from agents.providers.factory import shared_provider
 from agents.providers.local import count_tokens
@@ -689,10 +691,6 @@ def test_usage_comes_from_the_provider_and_is_estimated_when_it_sends_none(
 def test_a_models_last_call_is_recorded_once_a_second_and_every_failure_at_once(db):
     """And the first success after a failure at once, so a recovered model never shows its
     failed call as the last one."""
-    import time_machine
-
-    from agents.health import model_health, record_call
-
     model = model_make(provider_make(name="health-provider"))
     start = time.time()
     with time_machine.travel(start, tick=False):
