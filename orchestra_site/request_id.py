@@ -11,6 +11,7 @@ import structlog
 
 HEADER = "X-Request-ID"
 VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_HEADER_KEY = HEADER.lower().encode()
 
 
 def resolve_request_id(candidate: str | None) -> str:
@@ -18,6 +19,11 @@ def resolve_request_id(candidate: str | None) -> str:
     if candidate and VALID_REQUEST_ID.fullmatch(candidate):
         return candidate
     return uuid.uuid4().hex
+
+
+def request_id_of(headers: dict[bytes, bytes]) -> str:
+    """The request id for an ASGI request, from its headers (lower-case names)."""
+    return resolve_request_id(headers.get(_HEADER_KEY, b"").decode("latin-1"))
 
 
 def current_request_id() -> str | None:
@@ -37,8 +43,6 @@ class RequestIdASGIMiddleware:
         self.inner = inner
 
     async def __call__(self, scope, receive, send):
-        headers = dict(scope.get("headers") or [])
-        raw = headers.get(HEADER.lower().encode(), b"").decode("latin-1")
-        request_id = resolve_request_id(raw)
+        request_id = request_id_of(dict(scope.get("headers") or []))
         bind_request_id(request_id)
         return await self.inner({**scope, "request_id": request_id}, receive, send)

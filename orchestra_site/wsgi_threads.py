@@ -34,7 +34,7 @@ from django.conf import settings
 from django.utils import timezone, translation
 
 from orchestra_site.errors import error_body
-from orchestra_site.request_id import HEADER, resolve_request_id
+from orchestra_site.request_id import HEADER, request_id_of
 
 log = structlog.get_logger("orchestra.http")
 
@@ -187,7 +187,7 @@ async def _read_body(receive, limit: int) -> bytes | None:
 
 async def _length_required(scope, headers: dict, send) -> None:
     """411 in the API's error shape, for a body read lazily that has no length."""
-    request_id = resolve_request_id(headers.get(HEADER.lower().encode(), b"").decode("latin1"))
+    request_id = request_id_of(headers)
     message = "Send this body with a Content-Length header, not chunked."
     details = {"Content-Length": ["This header is required."]}
     error = error_body("length_required", message, details)
