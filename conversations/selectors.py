@@ -5,6 +5,7 @@ from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum, Va
 from django.db.models.functions import Coalesce
 
 from conversations.models import Conversation, Turn
+from orchestra_site import rows
 
 
 def can_view_all(user) -> bool:
@@ -44,7 +45,7 @@ def turn_visible_to(user, conversation_id, number: int) -> Turn | None:
     long to build this query as the database to answer it. Its agent comes from the
     configuration snapshot when rendered, not from a join."""
     connection = connections[Turn.objects.db]
-    sql = "SELECT t.* FROM conversations_turn t"
+    sql = f"SELECT {rows.columns(Turn, 't')} FROM conversations_turn t"  # noqa: S608
     params = []
     if not can_view_all(user):
         sql += " JOIN conversations_conversation c ON c.id = t.conversation_id AND c.owner_id = %s"
@@ -60,7 +61,8 @@ def conversation_locked(conversation_id, *, owner=None) -> Conversation:
     the ORM takes twice as long to build this query as the database to answer it. SQLite
     has no row locks: the embedded mode's transactions take the database's write lock."""
     connection = connections[Conversation.objects.db]
-    sql = "SELECT * FROM conversations_conversation WHERE id = %s"
+    sql = f"SELECT {rows.columns(Conversation)} FROM conversations_conversation"  # noqa: S608
+    sql += " WHERE id = %s"
     params = [Turn.db_value("conversation", conversation_id, connection)]
     if owner is not None:
         sql += " AND owner_id = %s"

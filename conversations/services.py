@@ -254,7 +254,7 @@ WHERE id = (
     ORDER BY pending.number
     LIMIT 1 {for_update}
 ) AND status = %s
-RETURNING *, (
+RETURNING {columns}, (
     SELECT conversation.agent_id FROM conversations_conversation AS conversation
     WHERE conversation.id = conversations_turn.conversation_id
 ) AS conversation_agent_id
@@ -268,6 +268,7 @@ def _claim_if_queued(conversation_id) -> Turn | None:
     sql = _CLAIM_QUEUED_SQL.format(
         pending=", ".join(["%s"] * len(Turn.PENDING)),
         for_update="FOR UPDATE" if connection.features.has_select_for_update else "",
+        columns=rows.columns(Turn, "conversations_turn"),
     )
     params = [
         Turn.Status.PROCESSING,

@@ -14,6 +14,7 @@ from django.db import DatabaseError, connections, router, transaction
 from django.db.models import NOT_PROVIDED
 
 _INSERTS: dict = {}  # (model, database alias) -> (fields, SQL, returning parameters)
+_COLUMNS: dict = {}  # (model, table, database alias) -> select list
 
 
 def insert(obj):
@@ -84,6 +85,20 @@ def _update(model, alias: str, values: dict, where: dict) -> int:
     with transaction.mark_for_rollback_on_error(alias), connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
+
+
+def columns(model, table: str | None = None) -> str:
+    """The model's columns as a select list (`table.column, …`), for raw SQL that reads
+    whole rows. Named, not `*`: a prepared `SELECT *` fails once a migration adds a
+    column ("cached plan must not change result type")."""
+    meta = model._meta
+    connection = connections[router.db_for_read(model)]
+    key = (model, table, connection.alias)
+    if key not in _COLUMNS:
+        quote = connection.ops.quote_name
+        prefix = f"{quote(table)}." if table else ""
+        _COLUMNS[key] = ", ".join(prefix + quote(field.column) for field in meta.concrete_fields)
+    return _COLUMNS[key]
 
 
 def _plain(value):

@@ -4,8 +4,9 @@ ORM's."""
 from datetime import timedelta
 from decimal import Decimal
 
+import psycopg
 import pytest
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.db.models.functions import Now
 from django.db.transaction import TransactionManagementError
@@ -13,9 +14,11 @@ from django.utils import timezone
 
 from billing.models import UsageRecord
 from billing.services import usage_record_create
+from conversations import selectors
 from conversations.models import Conversation, Turn
 from orchestra_site import rows
 from tests.llm_helpers import model_make, provider_make
+from tests.turn_helpers import TRANSACTIONAL
 
 pytest_plugins = ["tests.turn_fixtures"]
 
@@ -188,3 +191,51 @@ def test_update_where_refuses_a_condition_on_null(conversation):
     with pytest.raises(ValueError, match="lease_expires_at=None"):
         rows.update_where(Turn, {"output": "x"}, pk=turn.pk, lease_expires_at=None)
     assert _row(Turn, turn.pk)["output"] == ""
+
+
+def _prepared_statements(cursor) -> list[str]:
+    cursor.execute("SELECT statement FROM pg_prepared_statements")
+    return [statement for (statement,) in cursor.fetchall()]
+
+
+def test_postgresql_prepares_a_statement_run_five_times_on_a_connection(conversation):
+    """The setting in effect: PostgreSQL plans the hot statements once per connection."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        for _ in range(6):
+            selectors.conversation_locked(conversation.pk)
+        prepared = _prepared_statements(cursor)
+
+    assert [s for s in prepared if "FROM conversations_conversation WHERE id = $1 FOR" in s] != []
+
+
+@TRANSACTIONAL
+def test_a_prepared_whole_row_read_still_works_after_a_migration_adds_a_column(conversation):
+    """A migration runs on another connection. A prepared `SELECT *` would fail after it
+    ("cached plan must not change result type") until its process restarts: the rows
+    are read by their columns' names."""
+
+    def read():
+        with transaction.atomic():
+            return selectors.conversation_locked(conversation.pk)
+
+    for _ in range(10):
+        read()
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    with psycopg.connect(**params, autocommit=True) as migration:
+        migration.execute("ALTER TABLE conversations_conversation ADD COLUMN later integer")
+        try:
+            after = read()
+        finally:
+            migration.execute("ALTER TABLE conversations_conversation DROP COLUMN later")
+
+    assert (after.pk, after.turn_count) == (conversation.pk, 0)
+
+
+def test_columns_names_every_concrete_column_in_order():
+    assert rows.columns(Turn, "t").split(", ")[:3] == [
+        '"t"."id"',
+        '"t"."conversation_id"',
+        '"t"."number"',
+    ]
+    assert len(rows.columns(Conversation).split(", ")) == len(Conversation._meta.concrete_fields)

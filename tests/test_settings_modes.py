@@ -98,6 +98,24 @@ def test_production_properly_configured_passes_the_deploy_check():
     assert "no issues" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, [True, 5]), ("false", [None, None])],
+)
+def test_postgresql_statements_are_prepared_unless_turned_off(value, expected):
+    show = (
+        "from django.db import connection as c; import json; "
+        "print(json.dumps([c.settings_dict['OPTIONS'].get(k) "
+        "for k in ('server_side_binding', 'prepare_threshold')]))"
+    )
+    env = production_env(DATABASE_PREPARED_STATEMENTS=value)
+
+    result = manage("shell", "-c", show, env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
+
+
 # --- the embedded default -----------------------------------------------------------------
 
 
