@@ -42,6 +42,7 @@ from conversations.services import (
     turn_finish,
     turns_recover,
 )
+from orchestra_site import rows
 
 log = structlog.get_logger("orchestra.turns")
 
@@ -247,19 +248,21 @@ class TurnRun:
         )
 
     def save_steps(self) -> None:
-        TurnStep.objects.bulk_create(
-            TurnStep(
-                turn=self.turn,
-                attempt=self.turn.attempt,
-                index=index,
-                kind=step.kind,
-                name=step.name,
-                arguments=step.arguments,
-                result=step.result,
-                error=step.error[:500],
-                duration_ms=step.duration_ms,
-            )
-            for index, step in enumerate(self.steps, start=1)
+        rows.insert_all(
+            [
+                TurnStep(
+                    turn=self.turn,
+                    attempt=self.turn.attempt,
+                    index=index,
+                    kind=step.kind,
+                    name=step.name,
+                    arguments=step.arguments,
+                    result=step.result,
+                    error=step.error[:500],
+                    duration_ms=step.duration_ms,
+                )
+                for index, step in enumerate(self.steps, start=1)
+            ]
         )
 
 

@@ -10,12 +10,13 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.db.models.functions import Now
 from django.db.transaction import TransactionManagementError
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from billing.models import UsageRecord
 from billing.services import usage_record_create
 from conversations import selectors
-from conversations.models import Conversation, Turn
+from conversations.models import Conversation, Turn, TurnStep
 from orchestra_site import rows
 from tests.llm_helpers import model_make, provider_make
 from tests.turn_helpers import TRANSACTIONAL
@@ -158,9 +159,59 @@ def test_expressions_are_refused_before_anything_is_written(conversation, write)
 
 
 def test_insert_refuses_a_row_that_has_its_key_already(conversation):
-    with pytest.raises(ValueError, match="has its primary key already"):
+    with pytest.raises(ValueError, match="must be a new Turn"):
         rows.insert(_turn(conversation, 1, id=424242, input="Hi", input_hash="0" * 64))
     assert not Turn.objects.exists()
+
+
+def _step(turn, index: int, **fields) -> TurnStep:
+    return TurnStep(turn=turn, attempt=1, index=index, kind="tool_call", name="lookup", **fields)
+
+
+def test_insert_all_writes_the_rows_bulk_create_writes_in_one_statement(conversation):
+    turn = Turn.objects.create(conversation=conversation, number=1, turn_id="t1", input="Hi")
+    ours = [
+        _step(turn, 1, arguments={"order": "A-1"}, result=["shipped", 2], duration_ms=7),
+        _step(turn, 2, arguments=None, error="timed out"),
+        _step(turn, 3, result={"nested": {"ok": True}}),
+    ]
+    theirs = [
+        _step(turn, index, **fields)
+        for index, fields in enumerate(
+            [
+                {"arguments": {"order": "A-1"}, "result": ["shipped", 2], "duration_ms": 7},
+                {"arguments": None, "error": "timed out"},
+                {"result": {"nested": {"ok": True}}},
+            ],
+            start=1,
+        )
+    ]
+    for step in theirs:
+        step.attempt = 2
+
+    with CaptureQueriesContext(connection) as statements:
+        assert rows.insert_all(ours) is ours
+    TurnStep.objects.bulk_create(theirs)
+
+    assert len(statements) == 1
+    assert [step.pk for step in ours] == sorted(step.pk for step in ours)
+    for mine, orm in zip(ours, theirs, strict=True):
+        written, expected = _row(TurnStep, mine.pk), _row(TurnStep, orm.pk)
+        assert written.pop("created_at") == mine.created_at
+        expected.pop("created_at")
+        assert (written.pop("id"), written.pop("attempt")) == (mine.pk, 1)
+        expected.pop("id"), expected.pop("attempt")
+        assert written == expected
+        assert mine._state.adding is False
+
+
+def test_insert_all_writes_nothing_when_one_object_is_not_new(conversation):
+    turn = Turn.objects.create(conversation=conversation, number=1, turn_id="t1", input="Hi")
+    written = rows.insert(_step(turn, 1))
+
+    with pytest.raises(ValueError, match="must be a new TurnStep"):
+        rows.insert_all([_step(turn, 2), written])
+    assert list(TurnStep.objects.values_list("index", flat=True)) == [1]
 
 
 def test_insert_refuses_a_model_without_an_auto_key(alice, support_agent):
@@ -193,11 +244,17 @@ def test_update_where_refuses_a_condition_on_null(conversation):
     assert _row(Turn, turn.pk)["output"] == ""
 
 
+POSTGRESQL = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="prepared statements: PostgreSQL"
+)
+
+
 def _prepared_statements(cursor) -> list[str]:
     cursor.execute("SELECT statement FROM pg_prepared_statements")
     return [statement for (statement,) in cursor.fetchall()]
 
 
+@POSTGRESQL
 def test_postgresql_prepares_a_statement_run_five_times_on_a_connection(conversation):
     """The setting in effect: PostgreSQL plans the hot statements once per connection."""
     with transaction.atomic(), connection.cursor() as cursor:
@@ -208,6 +265,7 @@ def test_postgresql_prepares_a_statement_run_five_times_on_a_connection(conversa
     assert [s for s in prepared if "FROM conversations_conversation WHERE id = $1 FOR" in s] != []
 
 
+@POSTGRESQL
 @TRANSACTIONAL
 def test_a_prepared_whole_row_read_still_works_after_a_migration_adds_a_column(conversation):
     """A migration runs on another connection. A prepared `SELECT *` would fail after it
