@@ -6,6 +6,7 @@
 
 Per turn: `POST …/turns/` through Django's test client, the worker's drain of the
 conversation run inline (the Celery hand-off left out), then `GET …/turns/{n}/?wait=5`.
+The questions are bench/turns.py's, from a fixed seed: the same mix of tools every run.
 Uses the bench database and Redis db of bench/turns.py (run that once first). `--profile
 PART` prints a cProfile of that part (post, drain or get), sorted by cumulative time.
 """
@@ -14,9 +15,9 @@ import argparse
 import cProfile
 import os
 import pstats
+import random
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -79,11 +80,12 @@ def main() -> int:
         return result
 
     warmup = 10
+    rng = random.Random(7)
     for index in range(warmup + args.turns):
         if index == warmup:
             cpu, statements = dict.fromkeys(PARTS, 0.0), dict.fromkeys(PARTS, 0)
             profile = cProfile.Profile(time.process_time)  # CPU time, not waiting
-        text = f"Where is my parcel {uuid.uuid4().hex[:8]}?"
+        text = bench.question(rng)
         answer = part("post", client.post, turns, {"text": text}, "application/json")
         number = answer.json()["number"]
         part("drain", drain_conversation, conversation)
