@@ -52,7 +52,7 @@ def turn_visible_to(user, conversation_id, number: int) -> Turn | None:
         params.append(user.pk)
     sql += " WHERE t.conversation_id = %s AND t.number = %s"
     params += [Turn.db_value("conversation", conversation_id, connection), number]
-    return next(iter(Turn.objects.raw(sql, params)), None)
+    return rows.select_one(Turn, sql, params)
 
 
 def conversation_locked(conversation_id, *, owner=None) -> Conversation:
@@ -69,7 +69,7 @@ def conversation_locked(conversation_id, *, owner=None) -> Conversation:
         params.append(owner.pk)
     if connection.features.has_select_for_update:
         sql += " FOR UPDATE"
-    conversation = next(iter(Conversation.objects.raw(sql, params)), None)
+    conversation = rows.select_one(Conversation, sql, params)
     if conversation is None:
         raise Conversation.DoesNotExist()
     return conversation

@@ -278,7 +278,7 @@ def _claim_if_queued(conversation_id) -> Turn | None:
         *Turn.PENDING,
         Turn.Status.QUEUED,
     ]
-    return next(iter(Turn.objects.raw(sql, params)), None)
+    return rows.select_one(Turn, sql, params)
 
 
 def _can_return_from_update(connection) -> bool:

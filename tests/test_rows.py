@@ -297,3 +297,41 @@ def test_columns_names_every_concrete_column_in_order():
         '"t"."number"',
     ]
     assert len(rows.columns(Conversation).split(", ")) == len(Conversation._meta.concrete_fields)
+
+
+def _whole_turn_sql(extra: str = "") -> str:
+    return f"SELECT {rows.columns(Turn)}{extra} FROM conversations_turn WHERE id = %s"  # noqa: S608
+
+
+def test_select_one_reads_the_instance_raw_reads_with_the_columns_after_as_attributes(
+    conversation,
+):
+    turn = Turn.objects.create(
+        conversation=conversation,
+        number=1,
+        turn_id="t1",
+        input="Hi",
+        echo={"action": "flagged", "similar_to": 3, "score": 0.95},
+        cost_usd=Decimal("0.012500"),
+        started_at=timezone.now(),
+    )
+    sql = _whole_turn_sql(", 41 + 1 AS answer")
+
+    ours = rows.select_one(Turn, sql, [turn.pk])
+    theirs = next(iter(Turn.objects.raw(sql, [turn.pk])))
+
+    for field in Turn._meta.concrete_fields:
+        assert getattr(ours, field.attname) == getattr(theirs, field.attname), field.name
+    assert ours.echo == {"action": "flagged", "similar_to": 3, "score": 0.95}
+    assert (ours.answer, ours._state.adding, ours._state.db) == (42, False, "default")
+
+
+def test_select_one_without_a_row_is_none(conversation):
+    assert rows.select_one(Turn, _whole_turn_sql(), [0]) is None
+
+
+def test_select_one_refuses_a_select_list_that_is_not_the_models(conversation):
+    turn = Turn.objects.create(conversation=conversation, number=1, turn_id="t1", input="Hi")
+
+    with pytest.raises(ValueError, match="must start with Turn's columns"):
+        rows.select_one(Turn, "SELECT id, number FROM conversations_turn WHERE id = %s", [turn.pk])
