@@ -9,6 +9,7 @@ import structlog
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from orchestra_site import versions
 from orchestra_site.services import api_key_create
 from tests.factories import user_create
 from tests.fakes.anthropic_server import FakeAnthropicServer
@@ -17,9 +18,10 @@ from tests.fakes.openai_server import FakeOpenAIServer
 
 @pytest.fixture(autouse=True)
 def _fresh_cache_and_log_context() -> Iterator[None]:
-    # Throttle counters live in the cache (Redis db 15 in tests); the request id of a
-    # previous test must not leak into this one's log lines or task headers.
+    # Throttle counters and shared versions live in the cache (Redis db 15 in tests); the
+    # request id of a previous test must not leak into this one's log lines or task headers.
     cache.clear()
+    versions.forget_reads()
     structlog.contextvars.clear_contextvars()
     yield
     structlog.contextvars.clear_contextvars()

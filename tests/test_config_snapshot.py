@@ -87,6 +87,7 @@ def test_a_flushed_cache_starts_a_new_version_and_the_snapshot_reloads(support_a
     first = snapshot.current()
 
     cache.clear()
+    versions.forget_reads()  # as READ_EVERY_S after it
 
     second = snapshot.current()
     assert second.version != first.version
@@ -116,6 +117,19 @@ def test_without_a_cache_shared_between_processes_a_copy_lasts_a_second(
         third = snapshot.current()
 
     assert [rule.name for rule in third.rules] == ["refund"]
+
+
+def test_a_version_set_by_another_process_is_read_within_a_tenth_of_a_second(support_agent):
+    start = datetime(2026, 11, 21, 12, 0, 5, tzinfo=UTC)
+    with time_machine.travel(start, tick=False):
+        first = snapshot.current()
+        cache.set(snapshot.VERSION.key, "set-by-another-process", timeout=None)
+        assert snapshot.current() is first  # read a moment ago: not read again
+    with time_machine.travel(start + timedelta(seconds=versions.READ_EVERY_S + 0.001), tick=False):
+        assert snapshot.current().version.startswith("set-by-another-process:")
+    with time_machine.travel(start - timedelta(seconds=60), tick=False):  # the clock stepped back
+        cache.set(snapshot.VERSION.key, "after-the-step", timeout=None)
+        assert snapshot.current().version.startswith("after-the-step:")
 
 
 def test_a_copy_is_reloaded_after_max_age_even_without_a_new_version(support_agent):
