@@ -39,6 +39,14 @@ class PreciseRedisStorage(pybreaker.CircuitRedisStorage):
             log.warning("breaker.redis_unavailable", exc_info=True)
 
 
+class _StateGauge(pybreaker.CircuitBreakerListener):
+    """orchestra_circuit_breaker_state follows every change this process makes or notices
+    (pybreaker reads the shared state before each call)."""
+
+    def state_change(self, cb, old_state, new_state) -> None:
+        metrics.CIRCUIT_STATE.labels(cb.name).set(metrics.STATE_VALUES.get(new_state.name, 0))
+
+
 _breakers: dict[str, tuple[tuple, pybreaker.CircuitBreaker]] = {}
 _mutex = threading.Lock()
 
@@ -75,6 +83,7 @@ def breaker_for(model) -> pybreaker.CircuitBreaker:
             # Re-raise the call's own error on the failure that opens the circuit, so the
             # retry loop still sees what happened.
             throw_new_error_on_trip=False,
+            listeners=[_StateGauge()],
         )
         _breakers[model.name] = (config, breaker)
         return breaker

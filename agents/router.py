@@ -125,15 +125,13 @@ def complete(
             metrics.FALLBACKS.labels(previous.name, model.name).inc()
             log.info("router.fallback", from_model=previous.name, to_model=model.name)
         previous = model
-        if is_open(model):
-            failures.append((model.name, "circuit open"))
-            continue
         try:
             request = request_for(model)
         except ContextOverflow:
             failures.append((model.name, "context window too small"))
             continue
         try:
+            # An open circuit refuses the call before anything is sent (CircuitBreakerError).
             return _call_with_retries(model, request, callbacks, sleep)
         except (ProviderError, pybreaker.CircuitBreakerError) as error:
             kind = error.kind if isinstance(error, ProviderError) else "circuit_open"
