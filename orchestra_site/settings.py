@@ -235,9 +235,15 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # The same throttles, with their history in Redis when there is one
+    # (orchestra_site/throttling.py).
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "orchestra_site.throttling.RedisAnonRateThrottle"
+        if REDIS_URL
+        else "rest_framework.throttling.AnonRateThrottle",
+        "orchestra_site.throttling.RedisUserRateThrottle"
+        if REDIS_URL
+        else "rest_framework.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("API_THROTTLE_ANON", default="60/minute"),
