@@ -108,10 +108,9 @@ def recent_replies(*, conversation_id, before_number: int, limit: int):
         return [tuple(row) for row in cursor.fetchall()]
 
 
-# Formatted in: placeholders, one per pending status (no values).
 _PENDING_STATUSES_SQL = (
-    "SELECT DISTINCT status FROM conversations_turn"  # noqa: S608
-    " WHERE conversation_id = %s AND status IN ({})".format(", ".join(["%s"] * len(Turn.PENDING)))
+    "SELECT DISTINCT status FROM conversations_turn"  # noqa: S608 (constants)
+    f" WHERE conversation_id = %s AND status IN ({Turn.PENDING_SQL})"
 )
 
 
@@ -136,6 +135,6 @@ def pending_statuses(conversation_id) -> set[str]:
     with connection.cursor() as cursor:
         cursor.execute(
             _PENDING_STATUSES_SQL,
-            [Turn.db_value("conversation", conversation_id, connection), *Turn.PENDING],
+            [Turn.db_value("conversation", conversation_id, connection)],
         )
         return {status for (status,) in cursor.fetchall()}

@@ -266,7 +266,7 @@ def _claim_if_queued(conversation_id) -> Turn | None:
     if not _can_return_from_update(connection):
         return None
     sql = _CLAIM_QUEUED_SQL.format(
-        pending=", ".join(["%s"] * len(Turn.PENDING)),
+        pending=Turn.PENDING_SQL,
         for_update="FOR UPDATE" if connection.features.has_select_for_update else "",
         columns=rows.columns(Turn, "conversations_turn"),
     )
@@ -275,7 +275,6 @@ def _claim_if_queued(conversation_id) -> Turn | None:
         Turn.db_value("lease_expires_at", _lease_deadline(), connection),
         Turn.db_value("started_at", timezone.now(), connection),
         Turn.db_value("conversation", conversation_id, connection),
-        *Turn.PENDING,
         Turn.Status.QUEUED,
     ]
     return rows.select_one(Turn, sql, params)

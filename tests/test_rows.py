@@ -335,3 +335,20 @@ def test_select_one_refuses_a_select_list_that_is_not_the_models(conversation):
 
     with pytest.raises(ValueError, match="must start with Turn's columns"):
         rows.select_one(Turn, "SELECT id, number FROM conversations_turn WHERE id = %s", [turn.pk])
+
+
+@POSTGRESQL
+def test_a_generic_plan_of_the_pending_check_still_uses_the_partial_index(conversation):
+    """After five runs PostgreSQL may plan a prepared statement once for any parameter;
+    the pending statuses are literals in the SQL so that plan can use the index."""
+    sql = selectors._PENDING_STATUSES_SQL.replace("%s", "$1")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"PREPARE pending_check(uuid) AS {sql}")
+        cursor.execute(f"EXPLAIN EXECUTE pending_check('{conversation.pk}')")
+        plan = "\n".join(line for (line,) in cursor.fetchall())
+        cursor.execute("DEALLOCATE pending_check")
+
+    assert "conversations_turn_pending" in plan
+    assert ", ".join(f"'{status}'" for status in sorted(Turn.PENDING)) == Turn.PENDING_SQL
