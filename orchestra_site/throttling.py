@@ -11,13 +11,13 @@ Without Redis (the embedded mode: one process) DRF's own throttles run unchanged
 import uuid
 from functools import cache
 
+from django_redis import get_redis_connection
+from redis.commands.core import Script
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
-
-from orchestra_site.redis_client import sync_client
 
 # KEYS[1]: the client's history. ARGV: now, the window in seconds, the number of requests
 # allowed in it, a member for this request. Returns {1} when allowed (and recorded),
-# else {0, time of the oldest request in the window}.
+# else {0, time of the oldest request in the window} ({0} when none is allowed at all).
 _SLIDING_WINDOW = """
 local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
@@ -31,8 +31,8 @@ return {1}
 
 
 @cache
-def _sliding_window():
-    return sync_client().register_script(_SLIDING_WINDOW)
+def _sliding_window() -> Script:
+    return get_redis_connection("default").register_script(_SLIDING_WINDOW)
 
 
 class _RedisSlidingWindow:
@@ -50,10 +50,13 @@ class _RedisSlidingWindow:
         answer = _sliding_window()(
             keys=[f"orchestra:{self.key}"],
             args=[repr(self.now), self.duration, self.num_requests, uuid.uuid4().hex],
+            # The cache's connections, with its 2 s timeouts: a Redis that stops
+            # answering fails the request soon, as DRF's throttles through the cache did.
+            client=get_redis_connection("default"),
         )
         if answer[0] == 1:
             return True
-        self._oldest = float(answer[1])
+        self._oldest = float(answer[1]) if len(answer) > 1 else None
         return False
 
     def wait(self) -> float | None:

@@ -65,3 +65,13 @@ def test_concurrent_requests_of_one_user_are_all_counted():
         thread.join()
 
     assert sorted(answers) == [False] * 15 + [True] * 5
+
+
+def test_a_rate_of_zero_refuses_every_request_for_the_whole_window():
+    class NonePerMinute(RedisUserRateThrottle):
+        rate = "0/minute"
+
+    allowed, throttle = _allowed_at(1_795_000_000.0, NonePerMinute)
+
+    assert allowed is False
+    assert throttle.wait() == 60
