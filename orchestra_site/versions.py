@@ -42,6 +42,7 @@ class SharedVersion:
     def __init__(self, key: str):
         self.key = key
         self._last_read: tuple[float, str] | None = None  # (when, version)
+        self._generation = 0  # versions this process has set
         _all.append(self)
 
     def current(self) -> str:
@@ -50,7 +51,10 @@ class SharedVersion:
         now = time.time()
         last_read = self._last_read
         if last_read is None or not 0 <= now - last_read[0] < READ_EVERY_S:
-            last_read = self._last_read = (now, self._read())
+            generation = self._generation
+            last_read = (now, self._read())
+            if generation == self._generation:  # no new version set here meanwhile
+                self._last_read = last_read
         max_age = MAX_AGE_S if settings.REDIS_URL else MAX_AGE_UNSHARED_S
         return f"{last_read[1]}:{int(now // max_age)}"
 
@@ -79,5 +83,9 @@ class SharedVersion:
             log.warning("version.bump_failed", key=self.key, exc_info=True)
 
     def _set_new(self) -> None:
-        self._last_read = None  # this process sees its own change at once
-        cache.set(self.key, uuid.uuid4().hex, timeout=None)
+        version = uuid.uuid4().hex
+        cache.set(self.key, version, timeout=None)
+        # This process sees its own change at once, also if a read that began before it
+        # ends after it (the generation tells that read not to keep the old version).
+        self._generation += 1
+        self._last_read = (time.time(), version)
