@@ -1,11 +1,11 @@
 """The LLM router: one model call, made reliable.
 
-For each model of the agent's chain, in order: skip it when its circuit is open or the
-request does not fit its context window; otherwise call it through one retry loop
-(tenacity: exponential backoff with jitter, Retry-After honoured, only retryable errors)
-inside its circuit breaker. When the model is exhausted, fall back to the next one. Text
-already streamed by a failed attempt is taken back with `on_reset`, so the text of two
-attempts is never concatenated.
+For each model of the agent's chain, in order: skip it when the request does not fit its
+context window or its circuit breaker refuses the call (open); otherwise call it through
+one retry loop (tenacity: exponential backoff with jitter, Retry-After honoured, only
+retryable errors) inside its circuit breaker. When the model is exhausted, fall back to
+the next one. Text already streamed by a failed attempt is taken back with `on_reset`, so
+the text of two attempts is never concatenated.
 """
 
 import time

@@ -8,6 +8,7 @@ drain_conversation in the test's thread.
 """
 
 import time
+from datetime import UTC, datetime
 
 import pybreaker
 import pytest
@@ -495,6 +496,26 @@ def test_a_mid_stream_disconnect_resets_the_stream_and_the_output_is_the_second_
     assert types_of(after)[-1] == "turn.completed"
     assert events[-1]["output"] == ANSWER
     assert usage_of(turn) == [(model.name, 1, "reset", "connection"), (model.name, 2, "ok", "")]
+
+
+def test_a_circuit_another_process_opened_is_skipped_and_shown_by_the_gauge(
+    conversation, support_agent, openai_server
+):
+    """Nothing here reads the circuit but the breaker itself, before the call: it notices
+    the open state set elsewhere, refuses the call, and the gauge follows."""
+    model = fake_model(openai_server, max_retries=0, breaker_fail_max=2, breaker_reset_s=60)
+    chain_set(support_agent, model, local_model())
+    assert run_turn(conversation).status == Turn.Status.COMPLETED  # the model answers
+    assert metric("orchestra_circuit_breaker_state", model=model.name) == 0
+    other_process = breaker_for(model)._state_storage
+    other_process.opened_at = datetime.now(UTC)
+    other_process.state = pybreaker.STATE_OPEN
+
+    turn = run_turn(conversation, "Where is my parcel A-2?")
+
+    assert usage_of(turn) == [("local", 1, "ok", "")]
+    assert openai_server.calls == 1
+    assert metric("orchestra_circuit_breaker_state", model=model.name) == 2
 
 
 def test_repeated_failures_open_the_circuit_and_the_next_turns_skip_the_model(
