@@ -29,7 +29,8 @@ def insert(obj):
 def insert_all(objs: list) -> list:
     """INSERT `objs`, all of one model, as `Model.objects.bulk_create()` would: in one
     statement where the database returns the new keys of several rows (PostgreSQL,
-    SQLite 3.35+), else one per row. Sets each object's key. Returns `objs`."""
+    SQLite 3.35+) and takes that many parameters, else in several. Sets each object's
+    key. Returns `objs`."""
     if not objs:
         return objs
     model = type(objs[0])
@@ -49,13 +50,17 @@ def insert_all(objs: list) -> list:
                 for field in fields
             ]
         )
+    # PostgreSQL takes at most 65535 parameters in a statement (bound by the server).
+    rows_per_statement = max(1, (connection.features.max_query_params or 65535) // len(fields))
+    keys = []
     with transaction.mark_for_rollback_on_error(alias), connection.cursor() as cursor:
         if returning:
-            sql = f"{head} {', '.join([row] * len(objs))} {returning}"
-            cursor.execute(sql, [value for params in values for value in params])
-            keys = [key for (key,) in connection.ops.fetch_returned_insert_rows(cursor)]
+            for start in range(0, len(values), rows_per_statement):
+                batch = values[start : start + rows_per_statement]
+                sql = f"{head} {', '.join([row] * len(batch))} {returning}"
+                cursor.execute(sql, [value for params in batch for value in params])
+                keys += [key for (key,) in connection.ops.fetch_returned_insert_rows(cursor)]
         else:
-            keys = []
             for params in values:
                 cursor.execute(f"{head} {row}", params)
                 keys.append(connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column))

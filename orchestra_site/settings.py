@@ -151,9 +151,10 @@ else:
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     }
-# django-prometheus wraps the real backends to count queries and errors.
+# django-prometheus wraps the real backends to count queries and errors (PostgreSQL's in
+# orchestra_site/db/postgresql, which also sizes batches for server-side binding).
 _PROMETHEUS_DB_ENGINES = {
-    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+    "django.db.backends.postgresql": "orchestra_site.db.postgresql",
     "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
 }
 DATABASES["default"]["ENGINE"] = _PROMETHEUS_DB_ENGINES.get(

@@ -255,7 +255,7 @@ def _prepared_statements(cursor) -> list[str]:
 
 
 @POSTGRESQL
-def test_postgresql_prepares_a_statement_run_five_times_on_a_connection(conversation):
+def test_postgresql_prepares_a_statement_run_six_times_on_a_connection(conversation):
     """The setting in effect: PostgreSQL plans the hot statements once per connection."""
     with transaction.atomic(), connection.cursor() as cursor:
         for _ in range(6):
@@ -278,6 +278,9 @@ def test_a_prepared_whole_row_read_still_works_after_a_migration_adds_a_column(c
 
     for _ in range(10):
         read()
+    with connection.cursor() as cursor:
+        prepared = _prepared_statements(cursor)
+    assert [s for s in prepared if "FROM conversations_conversation WHERE id = $1 FOR" in s]
     params = connection.get_connection_params()
     params.pop("cursor_factory", None)
     with psycopg.connect(**params, autocommit=True) as migration:
@@ -352,3 +355,31 @@ def test_a_generic_plan_of_the_pending_check_still_uses_the_partial_index(conver
 
     assert "conversations_turn_pending" in plan
     assert ", ".join(f"'{status}'" for status in sorted(Turn.PENDING)) == Turn.PENDING_SQL
+
+
+def test_insert_all_splits_what_one_statement_cannot_bind(conversation):
+    """8,000 steps of 9 columns are 72,000 parameters: more than PostgreSQL takes."""
+    turn = Turn.objects.create(conversation=conversation, number=1, turn_id="t1", input="Hi")
+    steps = [_step(turn, index) for index in range(1, 8001)]
+
+    with CaptureQueriesContext(connection) as statements:
+        rows.insert_all(steps)
+
+    if connection.vendor == "postgresql":
+        assert len(statements) == 2
+    assert len({step.pk for step in steps}) == 8000
+    assert TurnStep.objects.filter(turn=turn).count() == 8000
+
+
+@POSTGRESQL
+def test_deleting_a_conversation_of_more_turns_than_a_statement_can_bind(conversation):
+    """Django collects the steps of every turn being deleted with one `turn_id IN (…)`
+    per batch: batches must stay under the 65,535 parameters bound by the server."""
+    Turn.objects.bulk_create(
+        Turn(conversation=conversation, number=n, turn_id=f"t{n}", input="Hi")
+        for n in range(1, 65_601)
+    )
+
+    conversation.delete()
+
+    assert not Turn.objects.filter(conversation_id=conversation.pk).exists()
