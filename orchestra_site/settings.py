@@ -134,10 +134,11 @@ if DATABASE_URL:
         DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
         DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     if _postgresql and env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
-        # Parameters bound by the server, and a statement run 5 times on a connection
-        # prepared there: PostgreSQL stops planning the turn's statements anew each time
-        # (a quarter less of its CPU per turn, docs/performance.md). Off behind a pooler
-        # that cannot keep prepared statements (PgBouncer in transaction mode before 1.21).
+        # Parameters bound by the server, and a statement run more than 5 times on a
+        # connection prepared there: PostgreSQL stops planning the turn's statements anew
+        # (its CPU per turn a quarter lower, the web's a little higher: docs/performance.md).
+        # Off behind a pooler that cannot keep prepared statements (PgBouncer in
+        # transaction mode without max_prepared_statements).
         DATABASES["default"].setdefault("OPTIONS", {}).update(
             server_side_binding=True, prepare_threshold=5
         )

@@ -7,7 +7,8 @@ that reloaded in between (and may have read the old rows) reloads once more.
 
 A process reads the shared version at most every READ_EVERY_S (a tenth of a second): a
 change made in another process reaches it within that time, one made in the process
-itself at once. At the bench's load that spares nine reads in ten (docs/performance.md).
+itself at once. A web process serving 50 requests a second so reads each version five
+times a second instead of 50.
 
 Two limits keep a copy honest when a new version cannot be set (Redis unreachable at
 that moment) or is never seen: the token a process compares also changes every
