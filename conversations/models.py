@@ -73,7 +73,7 @@ class Turn(models.Model):
     # PENDING as SQL literals, for raw SQL that must match the partial index
     # conversations_turn_pending: a prepared statement's generic plan cannot match an
     # index condition with a parameter ("status IN ($1, $2)").
-    PENDING_SQL = "'processing', 'queued'"
+    PENDING_SQL = ", ".join(f"'{status}'" for status in sorted(PENDING))
     # The intent of a turn that goes to a human because the customer's mood stayed low:
     # set when the turn is submitted (services.turn_submit), acted on when it runs.
     MOOD_ESCALATION = "mood_escalation"

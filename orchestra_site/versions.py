@@ -7,8 +7,8 @@ that reloaded in between (and may have read the old rows) reloads once more.
 
 A process reads the shared version at most every READ_EVERY_S (a tenth of a second): a
 change made in another process reaches it within that time, one made in the process
-itself at once. A web process serving 50 requests a second so reads each version five
-times a second instead of 50.
+itself at once. A web process serving 50 requests a second so reads each version at most
+ten times a second instead of 50.
 
 Two limits keep a copy honest when a new version cannot be set (Redis unreachable at
 that moment) or is never seen: the token a process compares also changes every
@@ -16,6 +16,7 @@ MAX_AGE_S seconds, and every second without a cache shared between processes (th
 embedded mode, where a `manage.py` command's new version stays in its own process).
 """
 
+import threading
 import time
 import uuid
 
@@ -36,14 +37,17 @@ _all: list["SharedVersion"] = []
 def forget_reads() -> None:
     """Read every shared version anew at its next use (after the cache was cleared)."""
     for version in _all:
-        version._last_read = None
+        with version._mutex:
+            version._generation += 1
+            version._last_read = None
 
 
 class SharedVersion:
     def __init__(self, key: str):
         self.key = key
         self._last_read: tuple[float, str] | None = None  # (when, version)
-        self._generation = 0  # versions this process has set
+        self._generation = 0  # versions this process has set (and forgotten reads)
+        self._mutex = threading.Lock()  # around the two fields, never around Redis
         _all.append(self)
 
     def current(self) -> str:
@@ -54,8 +58,9 @@ class SharedVersion:
         if last_read is None or not 0 <= now - last_read[0] < READ_EVERY_S:
             generation = self._generation
             last_read = (now, self._read())
-            if generation == self._generation:  # no new version set here meanwhile
-                self._last_read = last_read
+            with self._mutex:
+                if generation == self._generation:  # no new version set here meanwhile
+                    self._last_read = last_read
         max_age = MAX_AGE_S if settings.REDIS_URL else MAX_AGE_UNSHARED_S
         return f"{last_read[1]}:{int(now // max_age)}"
 
@@ -88,5 +93,6 @@ class SharedVersion:
         cache.set(self.key, version, timeout=None)
         # This process sees its own change at once, also if a read that began before it
         # ends after it (the generation tells that read not to keep the old version).
-        self._generation += 1
-        self._last_read = (time.time(), version)
+        with self._mutex:
+            self._generation += 1
+            self._last_read = (time.time(), version)
