@@ -138,7 +138,7 @@ if DATABASE_URL:
         # connection prepared there: PostgreSQL stops planning the turn's statements anew
         # (its CPU per turn a quarter lower, the web's a little higher: docs/performance.md).
         # Off behind a pooler that cannot keep prepared statements (PgBouncer in
-        # transaction mode without max_prepared_statements).
+        # transaction mode before 1.22 or without max_prepared_statements).
         DATABASES["default"].setdefault("OPTIONS", {}).update(
             server_side_binding=True, prepare_threshold=5
         )
