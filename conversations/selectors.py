@@ -119,13 +119,12 @@ def turn_with_turn_id(conversation_id, turn_id: str) -> Turn | None:
     and nearly always there is none: that answer comes from one statement in SQL, which
     the ORM takes longer to build than the database to answer."""
     connection = connections[Turn.objects.db]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT id FROM conversations_turn WHERE conversation_id = %s AND turn_id = %s",
-            [Turn.db_value("conversation", conversation_id, connection), turn_id],
-        )
-        row = cursor.fetchone()
-    return None if row is None else Turn.objects.get(pk=row[0])
+    return rows.select_one(
+        Turn,
+        f"SELECT {rows.columns(Turn)} FROM conversations_turn"  # noqa: S608
+        " WHERE conversation_id = %s AND turn_id = %s",
+        [Turn.db_value("conversation", conversation_id, connection), turn_id],
+    )
 
 
 def pending_statuses(conversation_id) -> set[str]:
