@@ -50,8 +50,8 @@ def insert_all(objs: list) -> list:
                 for field in fields
             ]
         )
-    # PostgreSQL takes at most 65535 parameters in a statement (bound by the server).
-    rows_per_statement = max(1, (connection.features.max_query_params or 65535) // len(fields))
+    # As many rows per statement as the backend binds (orchestra_site/db/postgresql).
+    rows_per_statement = connection.ops.bulk_batch_size(fields, objs)
     keys = []
     with transaction.mark_for_rollback_on_error(alias), connection.cursor() as cursor:
         if returning:
