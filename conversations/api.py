@@ -27,8 +27,10 @@ from conversations.serializers import (
 )
 from orchestra_site.errors import OrchestraError
 from orchestra_site.openapi import ErrorSerializer
+from orchestra_site.prefer import MAX_WAIT_S, preferred_wait
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+PREFER_HEADER = "Prefer"
 DATABASE_CHECK_EVERY_S = 2.0
 
 
@@ -142,7 +144,11 @@ class TurnListCreate(APIView):
             "Records the customer's message as the conversation's next turn and runs it. "
             "The turn_id (body) or Idempotency-Key (header) makes retries safe: the same "
             "key with the same text returns the existing turn with `Idempotent-Replayed: "
-            "true` and runs nothing; with another text it is `idempotency_mismatch`."
+            "true` and runs nothing; with another text it is `idempotency_mismatch`. With "
+            "`Prefer: wait=N` (RFC 7240) the answer waits up to N seconds (at most "
+            f"{MAX_WAIT_S}) for the turn to end and shows it as it then is, with "
+            "`Preference-Applied: wait=N`: one request instead of a submission and a "
+            "long-poll."
         ),
         parameters=[
             OpenApiParameter(
@@ -151,11 +157,26 @@ class TurnListCreate(APIView):
                 OpenApiParameter.HEADER,
                 required=False,
                 description="Same as turn_id.",
-            )
+            ),
+            OpenApiParameter(
+                PREFER_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description=(
+                    f"`wait=N`: wait up to N seconds (at most {MAX_WAIT_S}) for the turn to "
+                    "end. Other preferences are ignored."
+                ),
+                examples=[OpenApiExample("Wait for the answer", value="wait=30")],
+            ),
         ],
         request=TurnCreateInput,
         responses={
-            202: OpenApiResponse(TurnOutput, description="A new turn, queued."),
+            202: OpenApiResponse(
+                TurnOutput,
+                description="A new turn: queued, or with `Prefer: wait` as it was when it "
+                "ended or the wait ran out.",
+            ),
             200: OpenApiResponse(TurnOutput, description="A replay: the existing turn."),
             409: OpenApiResponse(
                 ErrorSerializer, description="conversation_busy or conversation_closed."
@@ -168,6 +189,7 @@ class TurnListCreate(APIView):
         payload = TurnCreateInput(data=request.data)
         payload.is_valid(raise_exception=True)
         turn_id = _turn_id(request, payload.validated_data.get("turn_id"))
+        wait = _preferred_wait(request)
         try:
             # Only the owner submits turns (staff speak through takeover, not as the customer).
             submission = services.turn_submit(
@@ -182,8 +204,13 @@ class TurnListCreate(APIView):
         headers = {"Location": reverse("api:turn-detail", args=[turn.conversation_id, turn.number])}
         if submission.replayed:
             headers["Idempotent-Replayed"] = "true"
+        body = TurnOutput(turn).data
+        if wait:
+            headers["Preference-Applied"] = f"wait={wait}"
+            if not turn.is_terminal:
+                body = _wait_until_terminal(turn, wait)
         return Response(
-            TurnOutput(turn).data,
+            body,
             status=status.HTTP_200_OK if submission.replayed else status.HTTP_202_ACCEPTED,
             headers=headers,
         )
@@ -205,6 +232,15 @@ def _turn_id(request: Request, body_turn_id: str | None) -> str | None:
                 details={"turn_id": ["Must equal the Idempotency-Key header when both are sent."]},
             )
     return body_turn_id or header
+
+
+def _preferred_wait(request: Request) -> int:
+    try:
+        return preferred_wait(request.headers.get(PREFER_HEADER))
+    except ValueError as error:
+        raise OrchestraError(
+            f"Invalid {PREFER_HEADER} header.", details={PREFER_HEADER: [str(error)]}
+        ) from None
 
 
 class TurnDetail(APIView):

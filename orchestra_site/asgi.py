@@ -1,8 +1,9 @@
 """ASGI entry point: Django for HTTP, Channels for WebSockets.
 
 HTTP requests for Django's sync views run through Django's WSGI handler on fixed pools of
-threads (orchestra_site/wsgi_threads.py): long-polls (`?wait=`) on a pool of their own,
-so that waiting clients never hold up the others, everything else on the main pool.
+threads (orchestra_site/wsgi_threads.py): long-polls (`?wait=`, `Prefer: wait=`) on a
+pool of their own, so that waiting clients never hold up the others, everything else on
+the main pool.
 Django's ASGI handler would run each of them in a new thread with several hops between
 the event loop and that thread, which on this project's hot path costs 4 to 5 ms of CPU
 per request (docs/performance.md). Async views, which stream from the event loop, go to
@@ -27,6 +28,7 @@ from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.urls import Resolver404, resolve  # noqa: E402
 
 from conversations.runtime_binding import BindWorkersToServer  # noqa: E402
+from orchestra_site.prefer import preferred_wait  # noqa: E402
 from orchestra_site.request_id import RequestIdASGIMiddleware  # noqa: E402
 from orchestra_site.routing import websocket_urlpatterns  # noqa: E402
 from orchestra_site.wsgi_threads import WsgiOnThreads  # noqa: E402
@@ -34,8 +36,8 @@ from orchestra_site.wsgi_threads import WsgiOnThreads  # noqa: E402
 
 class HttpBySyncOrAsyncView:
     """Sends each HTTP request to the handler that suits it: async views to Django's ASGI
-    handler, long-polls to their own thread pool, everything else (sync views, unknown
-    paths) to the main thread pool."""
+    handler, long-polls and submissions that wait for their turn to their own thread
+    pool, everything else (sync views, unknown paths) to the main thread pool."""
 
     def __init__(self, asgi_app, wsgi_app, long_poll_app):
         self.asgi_app = asgi_app
@@ -62,8 +64,16 @@ def _is_async_view(scope) -> bool:
 
 
 def _is_long_poll(scope) -> bool:
+    """A request that may wait for a turn to end: `?wait=N` (a turn), `Prefer: wait=N` (a
+    submission)."""
     wait = parse_qs(scope.get("query_string", b"").decode("latin1")).get("wait", ["0"])[-1]
-    return wait not in ("", "0")
+    if wait not in ("", "0"):
+        return True
+    prefer = b",".join(value for name, value in scope["headers"] if name == b"prefer")
+    try:
+        return preferred_wait(prefer.decode("latin1")) > 0
+    except ValueError:
+        return False  # refused at once by the view
 
 
 http_app = HttpBySyncOrAsyncView(

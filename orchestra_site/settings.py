@@ -97,7 +97,7 @@ ROOT_URLCONF = "orchestra_site.urls"
 ASGI_APPLICATION = "orchestra_site.asgi.application"
 # Threads per web process for Django's sync views (orchestra_site/asgi.py): how many
 # requests one process serves at once, and apart from those how many long-polls
-# (`?wait=`) it holds at once. More wait for a free thread.
+# (`?wait=`, and submissions with `Prefer: wait=`) it holds at once. More wait for a free thread.
 WEB_THREADS = env.int("WEB_THREADS", default=32)
 WEB_LONG_POLL_THREADS = env.int("WEB_LONG_POLL_THREADS", default=200)
 WSGI_APPLICATION = None

@@ -61,6 +61,23 @@ def test_each_request_goes_to_the_handler_that_suits_it(path, query, handler):
     assert dispatch(path, query)[0] == handler
 
 
+@pytest.mark.parametrize(
+    ("prefer", "handler"),
+    [
+        ([b"wait=30"], "poll"),
+        ([b"respond-async, wait=5"], "poll"),
+        ([b"respond-async", b"wait=5"], "poll"),
+        ([b"return=minimal"], "wsgi"),
+        ([b"wait=0"], "wsgi"),
+        ([b"wait=soon"], "wsgi"),  # refused at once by the view: nothing to wait for
+    ],
+)
+def test_a_submission_that_prefers_to_wait_goes_to_the_long_poll_pool(prefer, handler):
+    headers = [(b"prefer", value) for value in prefer]
+
+    assert dispatch(f"{CONVERSATION}/turns/", headers=headers)[0] == handler
+
+
 def test_behind_a_path_prefix_the_stream_still_goes_to_the_asgi_handler():
     handler, _ = dispatch(f"{CONVERSATION}/turns/3/events/", root_path="/orchestra")
 

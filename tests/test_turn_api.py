@@ -569,6 +569,101 @@ def test_wait_ends_with_a_turn_the_database_says_is_done_though_its_stream_never
     assert time.monotonic() - started < 10
 
 
+# --- Prefer: wait (one request for a submission and its answer) -------------------------------
+
+
+@TRANSACTIONAL
+def test_prefer_wait_answers_the_submission_with_the_finished_turn(
+    alice_client, conversation, threads_executor, local_model_delay
+):
+    # given a worker that takes about a second to answer
+    local_model_delay(20)
+
+    # when the client submits and prefers to wait for the answer
+    response = alice_client.post(
+        turns_url(conversation),
+        {"text": QUESTION, "turn_id": "msg-1"},
+        format="json",
+        HTTP_PREFER="wait=10",
+    )
+
+    # then the one response is the new turn, finished, as a long-poll would show it
+    assert response.status_code == 202
+    assert response["Preference-Applied"] == "wait=10"
+    assert response["Location"] == turn_url(conversation, 1)
+    body = response.json()
+    assert (body["number"], body["status"], body["agent"]) == (1, "completed", "support")
+    assert body["output"] == local_model_reply(("system", SUPPORT_PROMPT), ("user", QUESTION))
+    assert body == alice_client.get(turn_url(conversation, 1)).json()
+
+
+@TRANSACTIONAL
+def test_a_replay_that_prefers_to_wait_answers_with_the_finished_turn(
+    alice_client, conversation, threads_executor, local_model_delay
+):
+    local_model_delay(20)
+    payload = {"text": QUESTION, "turn_id": "msg-1"}
+    first = alice_client.post(turns_url(conversation), payload, format="json")
+    assert first.json()["status"] == "queued"
+
+    again = alice_client.post(
+        turns_url(conversation), payload, format="json", HTTP_PREFER="wait=10"
+    )
+
+    assert again.status_code == 200
+    assert (again["Idempotent-Replayed"], again["Preference-Applied"]) == ("true", "wait=10")
+    assert again.json()["status"] == "completed"
+    assert Turn.objects.count() == 1
+
+
+@TRANSACTIONAL
+def test_prefer_wait_is_capped_at_60_seconds_and_other_preferences_are_ignored(
+    alice_client, conversation, threads_executor
+):
+    response = alice_client.post(
+        turns_url(conversation),
+        {"text": QUESTION},
+        format="json",
+        HTTP_PREFER='respond-async, return=minimal, wait="600"; unit=s, wait=1',
+    )
+
+    assert (response.status_code, response["Preference-Applied"]) == (202, "wait=60")
+    assert response.json()["status"] == "completed"
+
+
+def test_without_a_wait_preference_the_submission_answers_at_once(
+    alice_client, conversation, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_client.post(
+            turns_url(conversation),
+            {"text": QUESTION},
+            format="json",
+            HTTP_PREFER="respond-async",
+        )
+
+    assert (response.status_code, response.json()["status"]) == (202, "queued")
+    assert "Preference-Applied" not in response
+    assert footprint().enqueued == 1
+
+
+@pytest.mark.parametrize("prefer", ["wait=soon", "wait=1.5", "wait=-1", "wait=", "wait"])
+def test_a_wait_preference_that_is_not_whole_seconds_is_refused_and_nothing_recorded(
+    alice_client, conversation, prefer, django_capture_on_commit_callbacks
+):
+    before = footprint()
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = alice_client.post(
+            turns_url(conversation), {"text": QUESTION}, format="json", HTTP_PREFER=prefer
+        )
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], list(error["details"])) == ("validation_error", ["Prefer"])
+    assert (Turn.objects.count(), callbacks, footprint()) == (0, [], before)
+
+
 # --- closing ---------------------------------------------------------------------------------
 
 
