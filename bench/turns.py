@@ -11,7 +11,8 @@ and Redis db, drives load over HTTP on 127.0.0.1, then reads the turns back from
 - client latency: POST submitted -> GET ?wait= answered with the terminal turn.
 
 Each of the --conversations client loops owns one conversation: POST a turn, GET it with
-?wait=30 until it is terminal, repeat: at once (closed loop: the system runs saturated,
+?wait=30 until it is terminal (with --prefer-wait: POST with `Prefer: wait=30`, whose
+answer is the terminal turn), repeat: at once (closed loop: the system runs saturated,
 throughput is its capacity) or paced to --rate turns/s in total (overhead below
 saturation). Loops run for --warmup + --duration seconds; only turns *submitted* after the
 warm-up count for the latency percentiles, and throughput counts completions inside the
@@ -272,10 +273,13 @@ class RawClient:
                 await self.writer.wait_closed()
         self.reader = self.writer = None
 
-    async def request(self, method: str, path: str, body: dict | None = None):
+    async def request(
+        self, method: str, path: str, body: dict | None = None, headers: dict | None = None
+    ):
         payload = b"" if body is None else json.dumps(body).encode()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n{self.auth}"
+            f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n{self.auth}{extra}"
             f"Accept: application/json\r\n"
             + (
                 f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
@@ -338,8 +342,10 @@ class HttpxClient:
             timeout=60,
         )
 
-    async def request(self, method: str, path: str, body: dict | None = None):
-        response = await self._client.request(method, path, json=body)
+    async def request(
+        self, method: str, path: str, body: dict | None = None, headers: dict | None = None
+    ):
+        response = await self._client.request(method, path, json=body, headers=headers)
         return response.status_code, response.json() if response.content else None
 
     async def close(self):
@@ -410,6 +416,8 @@ async def run_load(
             # Paced (--rate): this loop's share of the offered load, phase-shifted at random;
             # a loop that falls behind submits at once (it never bunches up to catch up).
             interval = args.conversations / args.rate if args.rate else 0.0
+            # --prefer-wait: the submission's answer waits for the turn (one request a turn).
+            submit_headers = {"Prefer": f"wait={args.wait}"} if args.prefer_wait else None
             next_at = time.time() + rng.random() * interval
             while time.time() < stop_at and next(budget) < args.max_turns:
                 if interval:
@@ -424,6 +432,7 @@ async def run_load(
                     "POST",
                     f"/api/v1/conversations/{conversation}/turns/",
                     {"text": question(rng), "turn_id": uuid.uuid4().hex},
+                    submit_headers,
                 )
                 post_ms = (time.perf_counter() - t0) * 1000
                 if status != 202:
@@ -655,6 +664,7 @@ def analyse(args, load: LoadResult, turns: list[dict], window: tuple[float, floa
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "client": args.client,
+            "prefer_wait": args.prefer_wait,
             "debug": args.debug,
             "web_conn_max_age": args.web_conn_max_age,
             "beat": args.beat,
@@ -701,7 +711,8 @@ def print_report(r: dict) -> None:
         f"\n== web workers {c['web_workers']}, celery {c['celery_procs']}x"
         f"{c['celery_concurrency']} threads, {c['conversations']} conversations "
         f"({'offered ' + str(c['rate']) + ' turns/s' if args_rate(c) else 'closed loop'}), "
-        f"{c['duration_s']} s (+{c['warmup_s']} s warm-up), client {c['client']}, "
+        f"{c['duration_s']} s (+{c['warmup_s']} s warm-up), client {c['client']}"
+        f"{' (Prefer: wait)' if c.get('prefer_wait') else ' (long-poll)'}, "
         f"DEBUG={c['debug']}"
     )
     print(
@@ -876,7 +887,15 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=5.0)
-    parser.add_argument("--wait", type=int, default=30, help="GET ?wait= seconds")
+    parser.add_argument(
+        "--wait", type=int, default=30, help="GET ?wait= seconds (Prefer: wait= with --prefer-wait)"
+    )
+    parser.add_argument(
+        "--prefer-wait",
+        action="store_true",
+        help="submit with `Prefer: wait=` and take the finished turn from the submission's "
+        "answer: one request a turn instead of a submission and a long-poll GET",
+    )
     parser.add_argument("--max-polls", type=int, default=2, help="GETs per turn at most")
     parser.add_argument(
         "--no-prometheus-multiproc",
