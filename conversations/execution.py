@@ -87,20 +87,22 @@ def drain_conversation(conversation_id) -> int:
 
 
 class Heartbeat:
-    """Renews the conversation lock and the current turn's lease while turns run.
+    """Renews a held conversation lock and the current turn's lease while turns run.
 
     `lock_lost`: the lock expired or was taken over, so this worker must stop draining.
     A lease that could not be renewed concerns only the turn (and attempt) it was for.
+    The beats come from one thread per process (`_Beats`), not one per hold.
     """
 
     def __init__(self, lock):
         self._lock = lock
         self._turn: Turn | None = None
         self._lost_attempt: tuple[int, int] | None = None
-        self._stopped = threading.Event()
+        self._failures = 0
         self.lock_lost = False
-        self._thread = threading.Thread(target=self._run, name="turn-heartbeat", daemon=True)
-        self._thread.start()
+        self.interval = settings.TURN_LEASE_SECONDS / 3
+        self.due = time.monotonic() + self.interval
+        _beats.add(self)
 
     def watch(self, turn: Turn | None) -> None:
         self._turn = turn
@@ -108,23 +110,18 @@ class Heartbeat:
     def lost(self, turn: Turn) -> bool:
         return self.lock_lost or self._lost_attempt == (turn.pk, turn.attempt)
 
-    def _run(self) -> None:
-        interval = settings.TURN_LEASE_SECONDS / 3
-        failures = 0
-        while not self._stopped.wait(interval):
-            try:
-                self._renew()
-                failures = 0
-            except Exception:
-                # Redis or the database did not answer. Two misses in a row leave too
-                # little of the lease to trust: stop, rather than let recovery hand the
-                # turn to another worker while this one still runs it.
-                failures += 1
-                log.warning("turn.heartbeat_failed", failures=failures, exc_info=True)
-                if failures >= 2:
-                    self.lock_lost = True
-            finally:
-                close_old_connections()  # give the connection back between beats
+    def beat(self) -> None:
+        try:
+            self._renew()
+            self._failures = 0
+        except Exception:
+            # Redis or the database did not answer. Two misses in a row leave too
+            # little of the lease to trust: stop, rather than let recovery hand the
+            # turn to another worker while this one still runs it.
+            self._failures += 1
+            log.warning("turn.heartbeat_failed", failures=self._failures, exc_info=True)
+            if self._failures >= 2:
+                self.lock_lost = True
 
     def _renew(self) -> None:
         turn = self._turn
@@ -137,7 +134,52 @@ class Heartbeat:
             log.warning("turn.lease_lost", turn=turn.pk)
 
     def stop(self) -> None:
-        self._stopped.set()
+        _beats.discard(self)
+
+
+class _Beats:
+    """The process's heartbeat thread: beats every registered Heartbeat when it is due,
+    every third of its lease. Started on first use (and again in a forked child).
+
+    One thread renews every hold, one after the other: a renewal that hangs on Redis or
+    the database delays the others, which have two thirds of their lease to spare.
+    """
+
+    def __init__(self):
+        self._held: set[Heartbeat] = set()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, heartbeat: Heartbeat) -> None:
+        with self._changed:
+            self._held.add(heartbeat)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="turn-heartbeat", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify()
+
+    def discard(self, heartbeat: Heartbeat) -> None:
+        with self._changed:
+            self._held.discard(heartbeat)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                now = time.monotonic()
+                due = [h for h in self._held if h.due <= now]
+                if not due:
+                    next_due = min((h.due for h in self._held), default=now + 60)
+                    self._changed.wait(next_due - now)
+                    continue
+            for heartbeat in due:
+                heartbeat.beat()
+                heartbeat.due = time.monotonic() + heartbeat.interval
+            close_old_connections()  # give the connection back between beats
+
+
+_beats = _Beats()
 
 
 class DeltaPublisher:

@@ -377,6 +377,38 @@ def test_the_turn_after_an_interrupted_one_runs_on_its_first_attempt(
         conversation_close(conversation=conversation)  # stops the slow turn
 
 
+@TRANSACTIONAL
+def test_turns_that_outlast_their_lease_keep_it_while_they_run(
+    alice, threads_executor, settings, local_model_delay
+):
+    # given one-second leases, and two conversations whose answers take about three seconds
+    settings.TURN_LEASE_SECONDS = 1
+    local_model_delay(50)
+    agent = agent_make("patient", is_default=True)
+    turns = [
+        turn_submit(
+            conversation_id=conversation_make(owner=alice, agent=agent).pk,
+            text=QUESTION,
+            turn_id="a",
+        ).turn
+        for _ in range(2)
+    ]
+
+    # when recovery keeps looking for turns whose worker is gone while they run
+    def recovered_until_done():
+        turns_recover()
+        ended = Turn.objects.filter(pk__in=[turn.pk for turn in turns], status__in=Turn.TERMINAL)
+        return ended.count() == len(turns)
+
+    wait_until(recovered_until_done, timeout=15, interval=0.2, what="both turns to end")
+
+    # then the one heartbeat thread renewed both leases: each turn ran once, unmoved
+    for turn in turns:
+        turn = wait_for_turn(turn)
+        assert (turn.status, turn.attempt) == (Turn.Status.COMPLETED, 1)
+        assert types_of(buffered(turn)).count("turn.reset") == 0
+
+
 # --- a worker killed mid-turn ------------------------------------------------------------------
 
 

@@ -97,7 +97,7 @@ def threads_executor(settings) -> Iterator[None]:
             worker._pool.shutdown(wait=True)
             execution._local_worker = None
         database["CONN_MAX_AGE"] = max_age
-        gc.collect()  # closes the connections of finished heartbeat threads
+        gc.collect()  # closes the connections of finished threads
 
 
 @pytest.fixture
