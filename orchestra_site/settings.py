@@ -269,16 +269,18 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Celery --------------------------------------------------------------------------
-# The longest a turn may run; the broker must not redeliver a task before that.
+# The longest a turn may run.
 TURN_TIMEOUT_SECONDS = env.int("TURN_TIMEOUT_SECONDS", default=300)
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=TURN_TIMEOUT_SECONDS * 4)
-}
-if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= TURN_TIMEOUT_SECONDS:
-    raise ImproperlyConfigured(
-        "CELERY_VISIBILITY_TIMEOUT must be longer than TURN_TIMEOUT_SECONDS, or the broker "
-        "redelivers turns that are still running."
-    )
+# Kombu's Redis transport can emulate acknowledgements, to redeliver the task of a worker
+# that died once a visibility timeout has passed: every task is then also written to and
+# removed from an "unacked" set, two more round trips and about half a millisecond more
+# of the worker's CPU per task here (docs/performance.md). Turns need none of it: the turn
+# engine's own recovery brings back a turn whose worker died (its lease expires) or whose
+# task was lost (queued too long) within TURN_REQUEUE_AFTER_SECONDS plus one recovery
+# interval, where the emulation would wait out its timeout. With an AMQP broker the
+# option is ignored and late acknowledgements redeliver at once, which the lock and the
+# claim make harmless.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"ack_emulation": False}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
