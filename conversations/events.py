@@ -92,24 +92,34 @@ class RedisEventBuffer:
         return int(self._append(keys=_keys(turn_pk), args=args)) or None
 
     def append_for_group(
-        self, turn_pk: int, event: dict, attempt: int, group: str, final_turn: dict | None = None
-    ) -> tuple[int | None, bool]:
-        """Append, and say in the same round trip whether the channel-layer group has
-        members: when nobody listens, the group send (two more round trips) is left out."""
+        self, turn_pk: int, events: list[dict], attempt: int, group: str, final_turn=None
+    ) -> tuple[list[int | None], bool]:
+        """Append the events in order (`final_turn` goes with the last), and say whether
+        the channel-layer group has members, all in one round trip: when nobody listens,
+        the group send (two more round trips) is left out."""
+        keys = _keys(turn_pk)
+        calls = [
+            _append_args(event, attempt, final_turn if event is events[-1] else None)
+            for event in events
+        ]
         members_key = _group_members_key(group)
-        if members_key is None:
-            return self.append(turn_pk, event, attempt, final_turn), True
-        keys, args = _keys(turn_pk), _append_args(event, attempt, final_turn)
         # EVALSHA itself: a Script queued on a pipeline costs a SCRIPT EXISTS round trip.
         pipe = sync_client().pipeline(transaction=False)
-        pipe.evalsha(self._append.sha, len(keys), *keys, *args)
-        pipe.exists(members_key)
-        seq, members = pipe.execute(raise_on_error=False)
-        if isinstance(seq, NoScriptError):  # Redis lost its scripts: nothing ran yet
-            seq = self._append(keys=keys, args=args)
-        elif isinstance(seq, Exception):
-            raise seq
-        return int(seq) or None, bool(members)
+        for args in calls:
+            pipe.evalsha(self._append.sha, len(keys), *keys, *args)
+        if members_key is not None:
+            pipe.exists(members_key)
+        answers = pipe.execute(raise_on_error=False)
+        seqs, members = answers[: len(calls)], answers[len(calls) :]
+        # Redis lost its scripts: append what did not run (loading the script again).
+        seqs = [
+            self._append(keys=keys, args=args) if isinstance(seq, NoScriptError) else seq
+            for seq, args in zip(seqs, calls, strict=True)
+        ]
+        for answer in answers:
+            if isinstance(answer, Exception) and not isinstance(answer, NoScriptError):
+                raise answer
+        return [int(seq) or None for seq in seqs], bool(members[0]) if members else True
 
     def has_ended(self, turn_pk: int) -> bool:
         return bool(sync_client().exists(_keys(turn_pk)[2]))
@@ -230,9 +240,13 @@ class MemoryEventBuffer:
         return stream.seq
 
     def append_for_group(
-        self, turn_pk: int, event: dict, attempt: int, group: str, final_turn: dict | None = None
-    ) -> tuple[int | None, bool]:
-        return self.append(turn_pk, event, attempt, final_turn), True
+        self, turn_pk: int, events: list[dict], attempt: int, group: str, final_turn=None
+    ) -> tuple[list[int | None], bool]:
+        seqs = [
+            self.append(turn_pk, event, attempt, final_turn if event is events[-1] else None)
+            for event in events
+        ]
+        return seqs, True
 
     def has_ended(self, turn_pk: int) -> bool:
         stream = self._stream(turn_pk)
@@ -353,23 +367,37 @@ def publish(
     long-poll. Returns the event with its seq, or None when the turn's stream has ended
     or belongs to a newer attempt.
     """
-    event = {
-        "type": event_type,
+    published = publish_events(
+        turn=turn, events=[(event_type, data)], attempt=attempt, final_turn=final_turn
+    )
+    return published[0] if published else None
+
+
+def publish_events(
+    *, turn, events: list[tuple[str, dict]], attempt: int = 0, final_turn: dict | None = None
+) -> list[dict]:
+    """publish() for several events (type, data) in order, in one round trip to the
+    buffer; `final_turn` goes with the last. Returns those the buffer took, with their
+    seqs: none after a refused one (the stream has ended or has a newer attempt)."""
+    base = {
         "conversation": str(turn.conversation_id),
         "turn_id": turn.turn_id,
         "number": turn.number,
-        **data,
     }
+    events = [{"type": event_type, **base, **data} for event_type, data in events]
     group = conversation_group(turn.conversation_id)
-    seq, listened = event_buffer().append_for_group(turn.pk, event, attempt, group, final_turn)
-    if seq is None:
-        return None
-    event["seq"] = seq
-    # A listener that joins after this check reads the event from the buffer, as it
-    # reads every event from before it joined (it resumes after the last seq it saw).
-    if listened:
-        layer_sender.send(group, {"type": "turn.event", "event": event})
-    return event
+    seqs, listened = event_buffer().append_for_group(turn.pk, events, attempt, group, final_turn)
+    published = []
+    for event, seq in zip(events, seqs, strict=True):
+        if seq is None:
+            break
+        event["seq"] = seq
+        published.append(event)
+        # A listener that joins after this check reads the event from the buffer, as it
+        # reads every event from before it joined (it resumes after the last seq it saw).
+        if listened:
+            layer_sender.send(group, {"type": "turn.event", "event": event})
+    return published
 
 
 def publish_conversation_state(conversation) -> None:

@@ -30,7 +30,7 @@ from agents.runtime import (
 from billing.services import usage_record_create
 from conversations import metrics
 from conversations.echo import find_echo
-from conversations.events import event_buffer, publish
+from conversations.events import event_buffer, publish_events
 from conversations.locks import acquire_conversation_lock
 from conversations.models import Conversation, Turn, TurnStep, text_digest
 from conversations.selectors import pending_statuses, recent_replies
@@ -186,8 +186,9 @@ class DeltaPublisher:
     """Publishes streamed text as turn.delta events, coalescing bursts.
 
     Deltas that arrive within TURN_DELTA_COALESCE_MS of the last event are sent together,
-    so a fast model does not turn into one Redis round trip per token. Knows when the
-    turn's stream has ended (the turn was cancelled) so the runtime can stop.
+    so a fast model does not turn into one Redis round trip per token; text still pending
+    goes out with the next other event, in the same round trip. Knows when the turn's
+    stream has ended (the turn was cancelled) so the runtime can stop.
     """
 
     def __init__(self, turn: Turn):
@@ -206,22 +207,33 @@ class DeltaPublisher:
             self.flush()
 
     def flush(self) -> None:
-        if not self._pending or self.ended:
-            return
-        text, self._pending = "".join(self._pending), []
-        self._last_sent = time.monotonic()
-        if self.publish_event("turn.delta", text=text) is None:
-            self.ended = True
+        if self._pending and not self.ended:
+            self._publish([])
 
     def reset(self) -> None:
-        self._pending = []
+        """Take back the text streamed so far (what is pending goes out first, so clients
+        see whole what is taken back)."""
         self.first_delta_at = None
-        if self.publish_event("turn.reset") is None:
-            self.ended = True
+        self.publish_event("turn.reset")
 
-    def publish_event(self, event_type: str, **data) -> dict | None:
-        """Publish any event of this attempt (fenced: a newer attempt's stream refuses it)."""
-        return publish(turn=self.turn, event_type=event_type, attempt=self.turn.attempt, **data)
+    def publish_event(self, event_type: str, final_turn: dict | None = None, **data):
+        """Publish an event of this attempt after the text still pending, in one round trip
+        (fenced: a newer attempt's stream refuses them). The event, or None if refused."""
+        published = self._publish([(event_type, data)], final_turn)
+        return published[-1] if published else None
+
+    def _publish(self, events: list[tuple[str, dict]], final_turn=None) -> list[dict] | None:
+        if self._pending:
+            events = [("turn.delta", {"text": "".join(self._pending)}), *events]
+            self._pending = []
+            self._last_sent = time.monotonic()
+        published = publish_events(
+            turn=self.turn, events=events, attempt=self.turn.attempt, final_turn=final_turn
+        )
+        if len(published) < len(events):
+            self.ended = True
+            return None
+        return published
 
 
 def _route(turn: Turn, config: snapshot.Snapshot) -> tuple[Agent, str]:
@@ -269,7 +281,6 @@ class TurnRun:
         return self.timed_out or self.deltas.ended or self.heartbeat.lost(self.turn)
 
     def _on_tool(self, name: str, status: str, summary: str) -> None:
-        self.deltas.flush()
         self.deltas.publish_event("turn.tool", name=name, status=status, summary=summary)
 
     def _on_model_call(self, call: ModelCall) -> None:
@@ -368,7 +379,6 @@ def _fail(run: TurnRun, code: str, message: str, agent_slug: str) -> None:
         if finished:
             run.save_steps()
     if finished:
-        run.deltas.flush()
         run.deltas.publish_event(
             "turn.failed",
             # From the row: a completion that failed inside its transaction left its
@@ -383,7 +393,6 @@ def _fail(run: TurnRun, code: str, message: str, agent_slug: str) -> None:
 def _escalate_for_mood(run: TurnRun) -> AgentOutcome:
     text = SINK_MESSAGES["escalated"]
     run.deltas.add(text)
-    run.deltas.flush()
     return AgentOutcome(text=text, sink="escalated")
 
 
@@ -408,7 +417,6 @@ def _generate(run: TurnRun):
             avoid_repeating=avoid_repeating,
             chain=run.chain,
         )
-        run.deltas.flush()
         if run.deltas.ended:
             raise StreamAborted()
         return outcome
@@ -472,7 +480,8 @@ def _complete(run: TurnRun, intent: str, outcome: AgentOutcome, echo) -> None:
                     transfer_to=outcome.transfer_to,
                 )
     if not finished:
-        log.warning("turn.stale_completion_rejected")
+        # Cancelled, or taken over by a newer attempt, since it was claimed.
+        log.warning("turn.completion_not_written")
         return
     deltas.publish_event(
         "turn.completed",

@@ -20,6 +20,7 @@ from conversations.events import (
     _keys,
     event_buffer,
     publish,
+    publish_events,
 )
 from conversations.execution import drain_conversation
 from conversations.models import Turn
@@ -131,6 +132,48 @@ def test_the_end_of_a_stream_carries_the_finished_turn_its_worker_left_there(any
     assert any_buffer.wait_until_ended(10, timeout_s=0.1) is None
     assert any_buffer.append(10, {"type": "turn.completed"}, 1, finished) == 3
     assert any_buffer.wait_until_ended(10, timeout_s=1) == StreamEnd(turn=finished)
+
+
+def test_several_events_go_in_order_and_the_finished_turn_with_the_last(any_buffer):
+    finished = {"id": 11, "status": "completed"}
+    any_buffer.append(11, {"type": "turn.accepted"})
+    events = [{"type": "turn.delta", "text": "Hello"}, {"type": "turn.completed"}]
+
+    assert any_buffer.append_for_group(11, events, 1, "conversation.x", finished)[0] == [2, 3]
+    assert [e["type"] for e in any_buffer.read(11, 0)] == [
+        "turn.accepted",
+        "turn.delta",
+        "turn.completed",
+    ]
+    assert any_buffer.wait_until_ended(11, timeout_s=1) == StreamEnd(turn=finished)
+
+
+def test_events_after_the_end_are_refused_with_the_end(any_buffer):
+    events = [{"type": "turn.failed"}, {"type": "turn.delta", "text": "late"}]
+
+    assert any_buffer.append_for_group(12, events, 0, "conversation.x")[0] == [1, None]
+    assert [e["type"] for e in any_buffer.read(12, 0)] == ["turn.failed"]
+
+
+def test_text_and_the_event_after_it_are_published_together_in_order(conversation):
+    turn = submit(conversation, QUESTION, "msg-1").turn
+
+    published = publish_events(
+        turn=turn, events=[("turn.delta", {"text": "Hi"}), ("turn.tool", {"name": "x"})]
+    )
+
+    assert [(e["type"], e["seq"]) for e in published] == [("turn.delta", 2), ("turn.tool", 3)]
+    assert buffered(turn)[1:] == published
+
+
+def test_of_several_events_none_is_published_after_one_the_stream_refused(finished_turn):
+    before = buffered(finished_turn)
+
+    published = publish_events(
+        turn=finished_turn, events=[("turn.delta", {"text": "late"}), ("turn.reset", {})]
+    )
+
+    assert (published, buffered(finished_turn)) == ([], before)
 
 
 # --- SSE -------------------------------------------------------------------------------------
@@ -370,11 +413,15 @@ def test_publishing_goes_on_after_redis_loses_its_scripts(conversation):
     redis_client().script_flush()
 
     event = publish(turn=turn, event_type="turn.delta", text="Hello")
+    redis_client().script_flush()
+    both = publish_events(turn=turn, events=[("turn.delta", {"text": "!"}), ("turn.reset", {})])
 
-    assert event["seq"] == 2
+    assert (event["seq"], [e["seq"] for e in both]) == (2, [3, 4])
     assert [(e["type"], e["seq"]) for e in buffered(turn)] == [
         ("turn.accepted", 1),
         ("turn.delta", 2),
+        ("turn.delta", 3),
+        ("turn.reset", 4),
     ]
 
 
