@@ -726,7 +726,7 @@ def print_report(r: dict) -> None:
         ("queue_ms", "  queue (created -> started)"),
         ("execute_minus_model_ms", "  run minus model (started -> done)"),
         ("model_ms", "model_ms"),
-        ("client_post_ms", "client POST"),
+        ("client_post_ms", "client POST" + (" (waits)" if c.get("prefer_wait") else "")),
         ("client_submit_to_completed_ms", "client submit -> completed"),
     ]:
         s = r[key]

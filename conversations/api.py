@@ -2,6 +2,7 @@
 
 import time
 
+import structlog
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection
 from django.shortcuts import get_object_or_404
@@ -28,6 +29,8 @@ from conversations.serializers import (
 from orchestra_site.errors import OrchestraError
 from orchestra_site.openapi import ErrorSerializer
 from orchestra_site.prefer import MAX_WAIT_S, preferred_wait
+
+log = structlog.get_logger("orchestra.api")
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 PREFER_HEADER = "Prefer"
@@ -206,9 +209,9 @@ class TurnListCreate(APIView):
             headers["Idempotent-Replayed"] = "true"
         body = TurnOutput(turn).data
         if wait:
-            headers["Preference-Applied"] = f"wait={wait}"
-            if not turn.is_terminal:
-                body = _wait_until_terminal(turn, wait)
+            body, waited = _after_waiting(turn, wait, body)
+            if waited:
+                headers["Preference-Applied"] = f"wait={wait}"
         return Response(
             body,
             status=status.HTTP_200_OK if submission.replayed else status.HTTP_202_ACCEPTED,
@@ -232,6 +235,20 @@ def _turn_id(request: Request, body_turn_id: str | None) -> str | None:
                 details={"turn_id": ["Must equal the Idempotency-Key header when both are sent."]},
             )
     return body_turn_id or header
+
+
+def _after_waiting(turn: Turn, wait_s: int, recorded: dict) -> tuple[dict, bool]:
+    """The turn once it has ended or the wait has run out, and whether it waited. The
+    turn is recorded already: when waiting fails (Redis or the database did not answer),
+    the answer is the turn as recorded, so that the client still learns it and can
+    follow it."""
+    if turn.is_terminal:
+        return recorded, True
+    try:
+        return _wait_until_terminal(turn, wait_s), True
+    except Exception:
+        log.warning("turn.wait_failed", turn=turn.pk, exc_info=True)
+        return recorded, False
 
 
 def _preferred_wait(request: Request) -> int:

@@ -104,18 +104,18 @@ class RedisEventBuffer:
         ]
         members_key = _group_members_key(group)
         # EVALSHA itself: a Script queued on a pipeline costs a SCRIPT EXISTS round trip.
-        pipe = sync_client().pipeline(transaction=False)
+        # In MULTI/EXEC, so that Redis runs either all or none of them when it has lost
+        # its scripts (nobody can load the script in between): none then ran, and they
+        # are appended one by one, in order, loading the script again.
+        pipe = sync_client().pipeline(transaction=True)
         for args in calls:
             pipe.evalsha(self._append.sha, len(keys), *keys, *args)
         if members_key is not None:
             pipe.exists(members_key)
         answers = pipe.execute(raise_on_error=False)
         seqs, members = answers[: len(calls)], answers[len(calls) :]
-        # Redis lost its scripts: append what did not run (loading the script again).
-        seqs = [
-            self._append(keys=keys, args=args) if isinstance(seq, NoScriptError) else seq
-            for seq, args in zip(seqs, calls, strict=True)
-        ]
+        if any(isinstance(seq, NoScriptError) for seq in seqs):
+            seqs = [self._append(keys=keys, args=args) for args in calls]
         for answer in answers:
             if isinstance(answer, Exception) and not isinstance(answer, NoScriptError):
                 raise answer

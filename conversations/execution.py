@@ -6,6 +6,7 @@ another worker holds it, leaves: that worker re-checks for queued turns after re
 the lock, so a turn committed while it was busy is never stranded.
 """
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -139,13 +140,19 @@ class Heartbeat:
 
 class _Beats:
     """The process's heartbeat thread: beats every registered Heartbeat when it is due,
-    every third of its lease. Started on first use (and again in a forked child).
+    every third of its lease. Started on first use; a forked child starts with none.
 
-    One thread renews every hold, one after the other: a renewal that hangs on Redis or
-    the database delays the others, which have two thirds of their lease to spare.
+    One thread renews every hold, one after the other. A renewal that hangs delays the
+    others, but they all go to the same Redis and database: when one hangs, so would
+    theirs. Whatever a round raises, the thread goes on to the next.
     """
 
     def __init__(self):
+        self._forget()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        """Nothing held, no thread: in a forked child, the parent's holds are not ours."""
         self._held: set[Heartbeat] = set()
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -173,10 +180,13 @@ class _Beats:
                     next_due = min((h.due for h in self._held), default=now + 60)
                     self._changed.wait(next_due - now)
                     continue
-            for heartbeat in due:
-                heartbeat.beat()
-                heartbeat.due = time.monotonic() + heartbeat.interval
-            close_old_connections()  # give the connection back between beats
+            try:
+                for heartbeat in due:
+                    heartbeat.due = time.monotonic() + heartbeat.interval
+                    heartbeat.beat()
+                close_old_connections()  # give the connection back between beats
+            except Exception:
+                log.exception("turn.heartbeat_round_failed")
 
 
 _beats = _Beats()
@@ -430,6 +440,8 @@ def _generate(run: TurnRun):
     echo = {"action": "flagged", "similar_to": match.similar_to, "score": match.score}
     if agent.anti_echo == Agent.AntiEcho.REGENERATE:
         run.deltas.reset()
+        if run.deltas.ended:  # cancelled meanwhile: no second model call
+            raise StreamAborted()
         second = attempt(avoid_repeating=True)
         again = find_echo(replies=replies, output=second.text, threshold=agent.echo_threshold)
         echo = {

@@ -276,8 +276,9 @@ TURN_TIMEOUT_SECONDS = env.int("TURN_TIMEOUT_SECONDS", default=300)
 # removed from an "unacked" set, two more round trips and about half a millisecond more
 # of the worker's CPU per task here (docs/performance.md). Turns need none of it: the turn
 # engine's own recovery brings back a turn whose worker died (its lease expires) or whose
-# task was lost (queued too long) within TURN_REQUEUE_AFTER_SECONDS plus one recovery
-# interval, where the emulation would wait out its timeout. With an AMQP broker the
+# task died with its worker (queued too long) within TURN_REQUEUE_AFTER_SECONDS plus one
+# recovery interval, where the emulation would wait out its timeout. A worker that is
+# stopped puts back the tasks it had taken and not finished. With an AMQP broker the
 # option is ignored and late acknowledgements redeliver at once, which the lock and the
 # claim make harmless.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"ack_emulation": False}

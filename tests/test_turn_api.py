@@ -10,6 +10,7 @@ from rest_framework.serializers import ModelSerializer
 from rest_framework.test import APIClient
 
 from agents.models import Agent
+from conversations.events import _keys
 from conversations.models import Conversation, Turn
 from conversations.serializers import TurnOutput
 from conversations.services import turn_claim_next
@@ -22,6 +23,7 @@ from tests.turn_helpers import (
     events_path,
     footprint,
     local_model_reply,
+    redis_client,
     sse_get,
     submit,
     types_of,
@@ -629,6 +631,30 @@ def test_prefer_wait_is_capped_at_60_seconds_and_other_preferences_are_ignored(
 
     assert (response.status_code, response["Preference-Applied"]) == (202, "wait=60")
     assert response.json()["status"] == "completed"
+
+
+@TRANSACTIONAL
+def test_a_submission_whose_wait_fails_still_answers_with_the_recorded_turn(
+    alice_client, conversation
+):
+    # given that Redis cannot be asked about the next turn's end (its key holds another type)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence('conversations_turn', 'id'))")
+        next_pk = cursor.fetchone()[0] + 1
+    redis_client().set(_keys(next_pk)[4], "not a stream")
+
+    response = alice_client.post(
+        turns_url(conversation),
+        {"text": QUESTION, "turn_id": "msg-1"},
+        format="json",
+        HTTP_PREFER="wait=5",
+    )
+
+    # then the submission is answered all the same, as recorded, without having waited
+    assert (response.status_code, response.json()["status"]) == (202, "queued")
+    assert response.json()["id"] == Turn.objects.get().pk == next_pk
+    assert "Preference-Applied" not in response
+    assert footprint().enqueued == 1
 
 
 def test_without_a_wait_preference_the_submission_answers_at_once(

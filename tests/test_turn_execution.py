@@ -381,8 +381,9 @@ def test_the_turn_after_an_interrupted_one_runs_on_its_first_attempt(
 def test_turns_that_outlast_their_lease_keep_it_while_they_run(
     alice, threads_executor, settings, local_model_delay
 ):
-    # given one-second leases, and two conversations whose answers take about three seconds
-    settings.TURN_LEASE_SECONDS = 1
+    # given leases of a second and a half (a beat every half second), and two
+    # conversations whose answers take about three seconds
+    settings.TURN_LEASE_SECONDS = 1.5
     local_model_delay(50)
     agent = agent_make("patient", is_default=True)
     turns = [
