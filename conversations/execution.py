@@ -221,8 +221,8 @@ class DeltaPublisher:
             self._publish([])
 
     def reset(self) -> None:
-        """Take back the text streamed so far (what is pending goes out first, so clients
-        see whole what is taken back)."""
+        """Take back the text streamed so far (text still pending goes out first, so that
+        clients see in full what is taken back)."""
         self.first_delta_at = None
         self.publish_event("turn.reset")
 
