@@ -21,6 +21,9 @@ from pathlib import Path
 import redis
 from celery import Celery
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from turns import cpu_seconds  # the bench's reading of /proc
+
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("BENCH_CELERY_REDIS_URL", "redis://127.0.0.1:6379/8")
 
@@ -50,11 +53,6 @@ def noop(payload: str) -> None:
 app = make_app()
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def worker(env: dict) -> subprocess.Popen:
     command = [
         *(str(Path(sys.executable).parent / "celery"), "-A", "celery_task:app", "worker"),
@@ -81,9 +79,9 @@ def main() -> int:
     broker.flushdb()
     idle = worker(env)
     time.sleep(1)  # started
-    idle_cpu, started = cpu_seconds(idle.pid), time.monotonic()
+    idle_cpu, started = cpu_seconds([idle.pid]), time.monotonic()
     time.sleep(3)
-    idle_rate = (cpu_seconds(idle.pid) - idle_cpu) / (time.monotonic() - started)
+    idle_rate = (cpu_seconds([idle.pid]) - idle_cpu) / (time.monotonic() - started)
     idle.terminate()
     idle.wait(30)
 
@@ -96,11 +94,11 @@ def main() -> int:
         while broker.llen("celery") == args.tasks:  # until it has started taking them
             time.sleep(0.01)
         remaining = broker.llen("celery")
-        before, started = cpu_seconds(busy.pid), time.monotonic()
+        before, started = cpu_seconds([busy.pid]), time.monotonic()
         while broker.llen("celery"):
             time.sleep(0.05)
         time.sleep(0.5)  # the last ones run
-        used = cpu_seconds(busy.pid) - before - idle_rate * (time.monotonic() - started)
+        used = cpu_seconds([busy.pid]) - before - idle_rate * (time.monotonic() - started)
     finally:
         busy.terminate()
         busy.wait(30)
