@@ -264,7 +264,7 @@ class TurnDetail(APIView):
     @extend_schema(
         operation_id="turns_retrieve",
         summary="A turn",
-        description="With `?wait=N` (0-60), waits up to N seconds for the turn to end.",
+        description=f"With `?wait=N` (0-{MAX_WAIT_S}), waits up to N seconds for the turn to end.",
         parameters=[WaitQuery],
         responses=TurnOutput,
     )

@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from agents import snapshot
 from conversations.models import Conversation, Turn
+from orchestra_site.prefer import MAX_WAIT_S
 
 TURN_ID_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9_-]{1,64}$", "Use 1 to 64 characters of A-Z, a-z, 0-9, _ and -."
@@ -144,4 +145,4 @@ def _timestamp(value: datetime | None) -> str | None:
 
 
 class WaitQuery(serializers.Serializer):
-    wait = serializers.IntegerField(required=False, min_value=0, max_value=60, default=0)
+    wait = serializers.IntegerField(required=False, min_value=0, max_value=MAX_WAIT_S, default=0)
