@@ -67,7 +67,7 @@ def breaker_for(model) -> pybreaker.CircuitBreaker:
         if cached and cached[0] == config:
             return cached[1]
         if settings.REDIS_URL:
-            from orchestra_site.redis_client import sync_client
+            from infrastructure.redis_client import sync_client
 
             storage = PreciseRedisStorage(
                 pybreaker.STATE_CLOSED, sync_client(), namespace=f"orchestra:breaker:{model.name}"

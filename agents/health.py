@@ -1,9 +1,9 @@
-"""Recent health of each model: circuit state, last error, latency of the last call.
+"""Recent health of each model (circuit state, last error, latency of the last call) and
+whether each agent can answer.
 
-Kept in the cache (Redis in full stack, shared by all processes), read by the admin,
-/ready/ and /status/. Each process writes a model's last call at most once a second
-(the latency shown is then that of a call in the last second), and every failure and the
-first success after one at once.
+A model's last call is kept in the cache (Redis in full stack, shared by all processes),
+read by the admin, /ready/ and /status/. Each process writes a model's last call at most
+once a second, and every failure and the first success after one at once.
 """
 
 import threading
@@ -13,7 +13,9 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from agents.breakers import circuit_state
+from agents.models import Agent, LLMModel
 
+HEALTHY, DEGRADED, FAILING = "healthy", "degraded", "failing"
 LAST_CALL = "orchestra:llm-health:{}:call"
 LAST_ERROR = "orchestra:llm-health:{}:error"
 
@@ -50,3 +52,38 @@ def model_health(model) -> dict:
         "last_error_at": last_error.get("at"),
         "last_call_at": last_call.get("at"),
     }
+
+
+def model_circuits() -> dict[str, str]:
+    """Circuit state of every active model: closed, half-open or open. Informational: an
+    open circuit is what fallbacks are for, so it does not make the service unready."""
+    try:
+        models = list(LLMModel.objects.filter(is_active=True).select_related("provider"))
+        return {model.name: circuit_state(model) for model in models}
+    except Exception:  # noqa: BLE001 - the dependency checks above say what is down
+        return {}
+
+
+def agents_status() -> list[dict]:
+    """Each active agent and whether its model chain can answer: healthy (primary
+    closed), degraded (answering from a fallback), failing (every circuit open)."""
+    result = []
+    agents = Agent.objects.filter(is_active=True).prefetch_related("chain_links__model__provider")
+    for agent in agents:
+        chain = agent.model_chain()
+        states = [(model.name, circuit_state(model)) for model in chain]
+        usable = [name for name, state in states if state != "open"]
+        if usable and usable[0] == states[0][0]:
+            status = HEALTHY
+        elif usable:
+            status = DEGRADED
+        else:
+            status = FAILING
+        result.append(
+            {
+                "agent": agent.slug,
+                "status": status,
+                "models": [{"model": name, "circuit": state} for name, state in states],
+            }
+        )
+    return result

@@ -1,7 +1,7 @@
 """What every turn reads of the staff's configuration: routing rules and model chains.
 
 Each process keeps one snapshot and reloads it when the configuration's version (one key in
-the shared cache, orchestra_site/versions.py) changes: a save or delete of a provider,
+the shared cache, infrastructure/cache_versions.py) changes: a save or delete of a provider,
 model, agent, chain link or routing rule sets a new one. A turn then costs one cache read
 instead of the queries for the rules and the chain.
 """
@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass
 
 from agents.models import Agent, AgentModel, LLMModel, Provider, RoutingRule
-from orchestra_site.versions import SharedVersion
+from infrastructure.cache_versions import SharedVersion
 
 VERSION = SharedVersion("orchestra:agents:config-version")
 VERSION.watch(Provider, LLMModel, Agent, AgentModel, RoutingRule)

@@ -38,7 +38,7 @@ def process_cpu_seconds(pid: int) -> float:
 def create_api_key(env: dict) -> str:
     script = (
         "from django.contrib.auth import get_user_model;"
-        "from orchestra_site.services import api_key_create;"
+        "from access.services import api_key_create;"
         "user, _ = get_user_model().objects.get_or_create(username='http-overhead');"
         "print(api_key_create(user=user, name='http-overhead')[1])"
     )

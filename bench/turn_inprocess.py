@@ -53,9 +53,9 @@ def main() -> int:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
+    from access.services import api_key_create
     from conversations import services
     from conversations.execution import drain_conversation
-    from orchestra_site.services import api_key_create
 
     services._enqueue = lambda conversation_id: None  # the drain runs inline below
 

@@ -522,7 +522,7 @@ def vacuum(database_url: str) -> None:
 PREPARE_USERS = """
 import json
 from django.contrib.auth import get_user_model
-from orchestra_site.services import api_key_create
+from access.services import api_key_create
 keys = []
 for i in range({count}):
     user, _ = get_user_model().objects.get_or_create(username=f"{prefix}-{{i:03d}}")

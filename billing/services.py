@@ -1,5 +1,5 @@
 from billing.models import UsageRecord
-from orchestra_site import rows
+from infrastructure import raw_rows as rows
 
 
 def usage_record_create(
@@ -19,7 +19,7 @@ def usage_record_create(
     error_class: str = "",
 ) -> UsageRecord:
     """One per model call, written at once (not with the turn) so that no call goes
-    unbilled if the worker dies mid-turn; without the query compiler (orchestra_site/rows.py),
+    unbilled if the worker dies mid-turn; without the query compiler (infrastructure/raw_rows.py),
     because every model call pays for it."""
     record = UsageRecord(
         turn_id=turn_id,

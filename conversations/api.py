@@ -26,9 +26,9 @@ from conversations.serializers import (
     TurnOutput,
     WaitQuery,
 )
-from orchestra_site.errors import OrchestraError
-from orchestra_site.openapi import ErrorSerializer
-from orchestra_site.prefer import MAX_WAIT_S, preferred_wait
+from infrastructure.api_errors import OrchestraError
+from infrastructure.openapi import ErrorSerializer
+from infrastructure.prefer import MAX_WAIT_S, preferred_wait
 
 log = structlog.get_logger("orchestra.api")
 

@@ -23,7 +23,7 @@ from django.conf import settings
 from redis.exceptions import NoScriptError
 
 from conversations.models import conversation_group
-from orchestra_site.redis_client import async_client, sync_client
+from infrastructure.redis_client import async_client, sync_client
 
 log = structlog.get_logger("orchestra.events")
 

@@ -43,7 +43,7 @@ from conversations.services import (
     turn_finish,
     turns_recover,
 )
-from orchestra_site import rows
+from infrastructure import raw_rows as rows
 
 log = structlog.get_logger("orchestra.turns")
 

@@ -13,7 +13,7 @@ from django.conf import settings
 from redis.exceptions import LockError
 
 from conversations import metrics
-from orchestra_site.redis_client import sync_client
+from infrastructure.redis_client import sync_client
 
 
 class _RedisConversationLock:

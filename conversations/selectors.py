@@ -5,7 +5,7 @@ from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum, Va
 from django.db.models.functions import Coalesce
 
 from conversations.models import Conversation, Turn
-from orchestra_site import rows
+from infrastructure import raw_rows as rows
 
 
 def can_view_all(user) -> bool:

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from agents import snapshot
 from conversations.models import Conversation, Turn
-from orchestra_site.prefer import MAX_WAIT_S
+from infrastructure.prefer import MAX_WAIT_S
 
 TURN_ID_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9_-]{1,64}$", "Use 1 to 64 characters of A-Z, a-z, 0-9, _ and -."

@@ -19,8 +19,8 @@ from agents.models import Agent
 from conversations import events, selectors
 from conversations.models import Conversation, Turn, text_digest
 from conversations.mood import next_mood, sentiment
-from orchestra_site import rows
-from orchestra_site.errors import (
+from infrastructure import raw_rows as rows
+from infrastructure.api_errors import (
     ConversationBusy,
     ConversationClosed,
     IdempotencyMismatch,
@@ -104,7 +104,7 @@ def turn_submit(
 
         conversation.turn_count += 1
         escalate = _follow_mood(conversation, agent, score)
-        # Both writes without the query compiler (orchestra_site/rows.py): every
+        # Both writes without the query compiler (infrastructure/raw_rows.py): every
         # submission makes them.
         rows.update(conversation, ["turn_count", "mood", "low_mood_turns", "updated_at"])
         turn = rows.insert(
@@ -303,7 +303,7 @@ def turn_finish(*, turn: Turn, status: str, **fields) -> bool:
     """
     now = timezone.now()
     latency_ms = int((now - turn.created_at).total_seconds() * 1000)
-    # Every turn ends here: without the query compiler (orchestra_site/rows.py).
+    # Every turn ends here: without the query compiler (infrastructure/raw_rows.py).
     updated = rows.update_where(
         Turn,
         {

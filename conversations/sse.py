@@ -10,11 +10,11 @@ from asgiref.sync import sync_to_async
 from django.http import JsonResponse, StreamingHttpResponse
 from rest_framework.exceptions import AuthenticationFailed
 
+from access.authentication import ApiKeyAuthentication
 from conversations import selectors
 from conversations.events import TERMINAL_TYPES, event_buffer
 from conversations.models import Turn
-from orchestra_site.authentication import ApiKeyAuthentication
-from orchestra_site.errors import error_body
+from infrastructure.api_errors import error_body
 
 KEEPALIVE_SECONDS = 15
 

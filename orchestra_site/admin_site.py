@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from orchestra_site.dashboard import render_widgets
+
 
 class OrchestraAdminSite(admin.AdminSite):
     site_header = "Orchestra back-office"
@@ -7,7 +9,5 @@ class OrchestraAdminSite(admin.AdminSite):
     index_title = "Dashboard"
 
     def index(self, request, extra_context=None):
-        from orchestra_site.dashboard import render_widgets
-
         extra_context = {**(extra_context or {}), "dashboard_widgets": render_widgets(request)}
         return super().index(request, extra_context)

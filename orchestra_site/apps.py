@@ -6,11 +6,8 @@ class OrchestraAdminConfig(AdminConfig):
     default_site = "orchestra_site.admin_site.OrchestraAdminSite"
 
 
-class OrchestraSiteConfig(AppConfig):
-    name = "orchestra_site"
-    label = "orchestra"
-    verbose_name = "Access"
+class SiteConfig(AppConfig):
+    """The project itself: installed for its management commands (load_demo_data)."""
 
-    def ready(self):
-        # Registers the bearer scheme with drf-spectacular.
-        from orchestra_site import openapi  # noqa: F401
+    name = "orchestra_site"
+    verbose_name = "Orchestra"

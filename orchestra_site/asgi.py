@@ -27,9 +27,9 @@ from django.conf import settings  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.urls import Resolver404, resolve  # noqa: E402
 
-from conversations.runtime_binding import BindWorkersToServer  # noqa: E402
-from orchestra_site.prefer import preferred_wait  # noqa: E402
-from orchestra_site.request_id import RequestIdASGIMiddleware  # noqa: E402
+from infrastructure.prefer import preferred_wait  # noqa: E402
+from infrastructure.request_id import RequestIdASGIMiddleware  # noqa: E402
+from orchestra_site.lifecycle import BindWorkersToServer  # noqa: E402
 from orchestra_site.routing import websocket_urlpatterns  # noqa: E402
 from orchestra_site.wsgi_threads import WsgiOnThreads  # noqa: E402
 

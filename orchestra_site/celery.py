@@ -6,8 +6,8 @@ import structlog
 from celery import Celery
 from celery.signals import before_task_publish, task_postrun, task_prerun, worker_ready
 
+from infrastructure.request_id import bind_request_id, current_request_id, resolve_request_id
 from orchestra_site.gc_tuning import freeze_startup_objects
-from orchestra_site.request_id import bind_request_id, current_request_id, resolve_request_id
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestra_site.settings")
 

@@ -1,34 +1,12 @@
-"""Widgets of the admin index page.
-
-An app adds one with `@dashboard_widget(order)`: a function taking the request and
-returning a dict {"title", "rows": [(label, value)], "link"?} or None to hide itself.
-"""
-
-from collections.abc import Callable
+"""Widgets of the admin index page: each a function taking the request and returning a
+dict {"title", "rows": [(label, value)], "link"?}, or None to hide itself."""
 
 from django.conf import settings
 
+from access.dashboard import api_access
 from orchestra_site.health import readiness
-from orchestra_site.models import ApiKey
-
-Widget = Callable[..., dict | None]
-_WIDGETS: list[tuple[int, Widget]] = []
 
 
-def dashboard_widget(order: int):
-    def register(func: Widget) -> Widget:
-        _WIDGETS.append((order, func))
-        _WIDGETS.sort(key=lambda item: item[0])
-        return func
-
-    return register
-
-
-def render_widgets(request) -> list[dict]:
-    return [w for _, func in _WIDGETS if (w := func(request)) is not None]
-
-
-@dashboard_widget(order=900)
 def service_health(request) -> dict:
     is_ready, checks = readiness()
     rows = [("Mode", "full stack" if settings.FULL_STACK else "embedded")]
@@ -42,11 +20,8 @@ def service_health(request) -> dict:
     }
 
 
-@dashboard_widget(order=910)
-def access(request) -> dict | None:
-    if not request.user.has_perm("orchestra.view_apikey"):
-        return None
-    keys = ApiKey.objects.usable()
-    if not request.user.is_superuser:
-        keys = keys.filter(user=request.user)
-    return {"title": "API access", "rows": [("Usable API keys", keys.count())]}
+WIDGETS = [service_health, api_access]
+
+
+def render_widgets(request) -> list[dict]:
+    return [widget for func in WIDGETS if (widget := func(request)) is not None]

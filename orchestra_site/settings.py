@@ -14,7 +14,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from orchestra_site.logging import build_logging_config
+from infrastructure.logging import build_logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -73,7 +73,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "channels",
     "import_export",
-    "orchestra_site.apps.OrchestraSiteConfig",
+    "orchestra_site.apps.SiteConfig",
+    "access",
     "agents",
     "billing",
     "conversations",
@@ -81,7 +82,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "orchestra_site.middleware.RequestIdMiddleware",
+    "infrastructure.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -153,9 +154,9 @@ else:
         }
     }
 # django-prometheus wraps the real backends to count queries and errors (PostgreSQL's in
-# orchestra_site/db/postgresql, which also sizes batches for server-side binding).
+# infrastructure/db/postgresql, which also sizes batches for server-side binding).
 _PROMETHEUS_DB_ENGINES = {
-    "django.db.backends.postgresql": "orchestra_site.db.postgresql",
+    "django.db.backends.postgresql": "infrastructure.db.postgresql",
     "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
 }
 DATABASES["default"]["ENGINE"] = _PROMETHEUS_DB_ENGINES.get(
@@ -231,19 +232,19 @@ if PRODUCTION:
 # --- REST API ----------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "orchestra_site.authentication.ApiKeyAuthentication",
+        "access.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # The same throttles, with their history in Redis when there is one
-    # (orchestra_site/throttling.py).
+    # (access/throttling.py).
     "DEFAULT_THROTTLE_CLASSES": [
-        "orchestra_site.throttling.RedisAnonRateThrottle"
+        "access.throttling.RedisAnonRateThrottle"
         if REDIS_URL
         else "rest_framework.throttling.AnonRateThrottle",
-        "orchestra_site.throttling.RedisUserRateThrottle"
+        "access.throttling.RedisUserRateThrottle"
         if REDIS_URL
         else "rest_framework.throttling.UserRateThrottle",
     ],
@@ -251,8 +252,8 @@ REST_FRAMEWORK = {
         "anon": env.str("API_THROTTLE_ANON", default="60/minute"),
         "user": env.str("API_THROTTLE_USER", default="1200/minute"),
     },
-    "EXCEPTION_HANDLER": "orchestra_site.errors.api_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "orchestra_site.openapi.OrchestraAutoSchema",
+    "EXCEPTION_HANDLER": "infrastructure.api_errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "infrastructure.openapi.OrchestraAutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 

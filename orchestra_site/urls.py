@@ -2,19 +2,20 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from access.api import me
 from agents.api import AgentList
 from agents.commerce.api import ShippingQuoteCreate
 from conversations import api as conversations_api
 from conversations.sse import turn_events
+from infrastructure.api_errors import not_found_view
 from orchestra_site import views
-from orchestra_site.errors import not_found_view
 
-handler404 = "orchestra_site.errors.not_found_view"
-handler500 = "orchestra_site.errors.server_error_view"
+handler404 = "infrastructure.api_errors.not_found_view"
+handler500 = "infrastructure.api_errors.server_error_view"
 
 conversation = "conversations/<uuid:conversation_id>/"
 api_v1 = [
-    path("me/", views.me, name="me"),
+    path("me/", me, name="me"),
     path("agents/", AgentList.as_view(), name="agent-list"),
     path("shipping/quotes/", ShippingQuoteCreate.as_view(), name="shipping-quote"),
     path(

@@ -33,8 +33,8 @@ from a2wsgi.wsgi import Body, build_environ
 from django.conf import settings
 from django.utils import timezone, translation
 
-from orchestra_site.errors import error_body
-from orchestra_site.request_id import HEADER, request_id_of
+from infrastructure.api_errors import error_body
+from infrastructure.request_id import HEADER, request_id_of
 
 log = structlog.get_logger("orchestra.http")
 

@@ -9,8 +9,8 @@ import structlog
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from orchestra_site import versions
-from orchestra_site.services import api_key_create
+from access.services import api_key_create
+from infrastructure import cache_versions as versions
 from tests.factories import user_create
 from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.openai_server import FakeOpenAIServer

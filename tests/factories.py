@@ -5,8 +5,8 @@ from datetime import datetime
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
 
-from orchestra_site.models import ApiKey
-from orchestra_site.services import api_key_create
+from access.models import ApiKey
+from access.services import api_key_create
 
 DEFAULT_PASSWORD = "correct-horse-battery-staple"
 

@@ -16,7 +16,7 @@ from agents.models import Agent, AgentModel, LLMModel, Provider
 from agents.providers.base import ModelRequest
 from billing.models import UsageRecord
 from conversations.models import Turn
-from orchestra_site.redis_client import sync_client
+from infrastructure.redis_client import sync_client
 
 
 def unique(prefix: str) -> str:

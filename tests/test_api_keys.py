@@ -11,8 +11,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from orchestra_site.models import ApiKey
-from orchestra_site.services import api_key_create
+from access.models import ApiKey
+from access.services import api_key_create
 from tests.factories import api_key_make
 
 pytestmark = pytest.mark.django_db

@@ -14,7 +14,7 @@ from agents import snapshot
 from agents.models import Agent, LLMModel, RoutingRule
 from conversations.execution import drain_conversation
 from conversations.models import Turn
-from orchestra_site import versions
+from infrastructure import cache_versions as versions
 from tests.llm_helpers import chain_set, model_make, provider_make
 from tests.turn_helpers import TRANSACTIONAL, agent_make, local_model_reply, submit
 

@@ -11,7 +11,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle
 
-from orchestra_site.models import ApiKey
+from access.models import ApiKey
 from orchestra_site.urls import urlpatterns as site_urlpatterns
 from tests.factories import api_key_make
 
@@ -76,8 +76,8 @@ urlpatterns = [
     path("api/test/limited/", limited),
     *site_urlpatterns,
 ]
-handler404 = "orchestra_site.errors.not_found_view"
-handler500 = "orchestra_site.errors.server_error_view"
+handler404 = "infrastructure.api_errors.not_found_view"
+handler500 = "infrastructure.api_errors.server_error_view"
 
 with_test_views = pytest.mark.urls("tests.test_errors")
 

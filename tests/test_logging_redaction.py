@@ -7,8 +7,8 @@ import uuid
 import pytest
 import structlog
 
-from orchestra_site.logging import build_logging_config
-from orchestra_site.models import ApiKey
+from access.models import ApiKey
+from infrastructure.logging import build_logging_config
 from tests.factories import api_key_make
 
 RAW_KEY = "orc_" + "Zx9" * 14 + "Q"  # shaped like ApiKey.generate(): orc_ + 43 url-safe chars

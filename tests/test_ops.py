@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.db import connection
 
-from orchestra_site import versions
+from infrastructure import cache_versions as versions
 from tests.factories import api_key_make
 
 CLOSED_PORT_URL = "redis://127.0.0.1:1/0"

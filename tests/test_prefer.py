@@ -1,8 +1,8 @@
-"""orchestra_site/prefer.py: the `wait` preference of the Prefer header (RFC 7240)."""
+"""infrastructure/prefer.py: the `wait` preference of the Prefer header (RFC 7240)."""
 
 import pytest
 
-from orchestra_site.prefer import preferred_wait
+from infrastructure.prefer import preferred_wait
 
 
 @pytest.mark.parametrize(

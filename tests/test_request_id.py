@@ -10,12 +10,12 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
-from orchestra_site import celery_app
-from orchestra_site.request_id import (
+from infrastructure.request_id import (
     RequestIdASGIMiddleware,
     bind_request_id,
     current_request_id,
 )
+from orchestra_site import celery_app
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 MALFORMED_IDS = ["a" * 65, "a b", "<script>", ""]

@@ -1,4 +1,4 @@
-"""orchestra_site/rows.py: one-row writes without the query compiler, the same rows as the
+"""infrastructure/raw_rows.py: one-row writes without the query compiler, the same rows as the
 ORM's."""
 
 from datetime import timedelta
@@ -17,7 +17,7 @@ from billing.models import UsageRecord
 from billing.services import usage_record_create
 from conversations import selectors
 from conversations.models import Conversation, Turn, TurnStep
-from orchestra_site import rows
+from infrastructure import raw_rows as rows
 from tests.llm_helpers import model_make, provider_make
 from tests.turn_helpers import TRANSACTIONAL
 

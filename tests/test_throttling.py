@@ -1,11 +1,11 @@
-"""orchestra_site/throttling.py: DRF's sliding-window rates, kept in Redis atomically."""
+"""access/throttling.py: DRF's sliding-window rates, kept in Redis atomically."""
 
 import threading
 from types import SimpleNamespace
 
 from django.conf import settings
 
-from orchestra_site.throttling import RedisUserRateThrottle
+from access.throttling import RedisUserRateThrottle
 
 
 class TwoPerMinute(RedisUserRateThrottle):
@@ -28,8 +28,8 @@ def _allowed_at(now: float, throttle_class=TwoPerMinute, user_pk: int = 7):
 
 def test_the_full_stack_uses_the_redis_throttles():
     assert settings.REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] == [
-        "orchestra_site.throttling.RedisAnonRateThrottle",
-        "orchestra_site.throttling.RedisUserRateThrottle",
+        "access.throttling.RedisAnonRateThrottle",
+        "access.throttling.RedisUserRateThrottle",
     ]
 
 

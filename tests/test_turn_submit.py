@@ -10,7 +10,7 @@ from conversations.events import _keys
 from conversations.execution import drain_conversation
 from conversations.models import Conversation, Turn, text_digest
 from conversations.services import conversation_close, turn_claim_next, turn_submit
-from orchestra_site.errors import ConversationBusy, ConversationClosed, IdempotencyMismatch
+from infrastructure.api_errors import ConversationBusy, ConversationClosed, IdempotencyMismatch
 from tests.turn_helpers import (
     agent_make,
     buffered,

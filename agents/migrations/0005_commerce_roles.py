@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from orchestra_site.roles import sync_roles
+from access.roles import sync_roles
 
 
 class Migration(migrations.Migration):

@@ -1,7 +1,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from orchestra_site.services import api_key_create, expiry_in_days
+from access.services import api_key_create, expiry_in_days
 
 
 class Command(BaseCommand):

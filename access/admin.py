@@ -3,9 +3,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from orchestra_site import authentication
-from orchestra_site.models import ApiKey
-from orchestra_site.services import api_key_create
+from access import authentication
+from access.models import ApiKey
+from access.services import api_key_create
 
 
 def _future_expiry(form):

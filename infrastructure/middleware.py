@@ -3,7 +3,7 @@ import time
 import structlog
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from orchestra_site.request_id import HEADER, bind_request_id, resolve_request_id
+from infrastructure.request_id import HEADER, bind_request_id, resolve_request_id
 
 log = structlog.get_logger("orchestra.http")
 

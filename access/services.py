@@ -3,7 +3,7 @@ from datetime import datetime, timedelta
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
-from orchestra_site.models import ApiKey
+from access.models import ApiKey
 
 
 def api_key_create(

@@ -4,8 +4,8 @@ import threading
 from django.contrib.auth import get_user_model
 from rest_framework import authentication, exceptions
 
-from orchestra_site.models import ApiKey, api_key_digest
-from orchestra_site.versions import SharedVersion
+from access.models import ApiKey, api_key_digest
+from infrastructure.cache_versions import SharedVersion
 
 # Keys (with their users) this process has looked up, valid while the version holds: any
 # save or delete of a key or a user sets a new one (revoking, deactivating, editing).

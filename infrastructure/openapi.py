@@ -1,6 +1,5 @@
-"""OpenAPI: the bearer scheme and the standard error body on every operation."""
+"""OpenAPI: the standard error body on every operation."""
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
 
@@ -38,15 +37,3 @@ class OrchestraAutoSchema(AutoSchema):
                 response["description"] = description
                 responses[code] = response
         return responses
-
-
-class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
-    target_class = "orchestra_site.authentication.ApiKeyAuthentication"
-    name = "bearerAuth"
-
-    def get_security_definition(self, auto_schema):
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "A per-user API key: `Authorization: Bearer orc_…`.",
-        }

@@ -50,7 +50,7 @@ def insert_all(objs: list) -> list:
                 for field in fields
             ]
         )
-    # As many rows per statement as the backend binds (orchestra_site/db/postgresql).
+    # As many rows per statement as the backend binds (infrastructure/db/postgresql).
     rows_per_statement = connection.ops.bulk_batch_size(fields, objs)
     keys = []
     with transaction.mark_for_rollback_on_error(alias), connection.cursor() as cursor:
