@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from django.contrib.auth.management import create_permissions
 
-ORCHESTRA_APPS = ("orchestra", "agents", "billing", "conversations")
+ORCHESTRA_APPS = ("orchestra", "agents", "commerce", "billing", "conversations")
 # Other users' credentials. The admin shows each user only their own keys.
 SECRET_MODELS = frozenset({"orchestra.apikey"})
 
@@ -32,14 +32,14 @@ ROLES: dict[str, Role] = {
             "agents.agent",
             "agents.agentmodel",
             "agents.routingrule",
-            "agents.carrier",
-            "agents.carrierservice",
-            "agents.shippingrule",
-            "agents.saleschannel",
-            "agents.warehouse",
-            "agents.product",
-            "agents.stocklevel",
-            "agents.taxrate",
+            "commerce.carrier",
+            "commerce.carrierservice",
+            "commerce.shippingrule",
+            "commerce.saleschannel",
+            "commerce.warehouse",
+            "commerce.product",
+            "commerce.stocklevel",
+            "commerce.taxrate",
         ),
         change=("conversations.conversation",),
         view_all=True,

@@ -237,7 +237,3 @@ class RoutingRuleAdmin(admin.ModelAdmin):
     list_editable = ["priority", "is_active"]
     search_fields = ["name", "pattern"]
     ordering = ["priority", "name"]
-
-
-# The commerce configuration's admins (carriers, rules, products, stock, tax rates).
-import agents.commerce.admin  # noqa: E402, F401

@@ -1,8 +1,7 @@
 """Demo data of the agents app, loaded by `manage.py load_demo_data`."""
 
-from agents.commerce import demo as commerce_demo
-from agents.commerce.tools import COMMERCE_TOOLS
 from agents.models import Agent, AgentModel, LLMModel
+from agents.tools import registered
 
 SUPPORT_PROMPT = (
     "You are the customer support agent of an online shop. Answer briefly and factually "
@@ -22,7 +21,9 @@ def load() -> int:
             "system_prompt": SUPPORT_PROMPT,
             "is_default": not has_default,
             "anti_echo": Agent.AntiEcho.REGENERATE,
-            "tools": ["resolve_conversation", "handoff_to_human", "escalate", *COMMERCE_TOOLS],
+            # Every tool of every app (commerce's included) but the transfer: there
+            # is no other demo agent to transfer to.
+            "tools": [name for name in registered() if name != "transfer_to_agent"],
             "escalate_mood_below": -0.5,
             "escalate_after_turns": 3,
         },
@@ -30,5 +31,4 @@ def load() -> int:
     created += was_created
     if was_created:
         AgentModel.objects.create(agent=support, model=LLMModel.objects.get(name="local"))
-    created += commerce_demo.load()
     return created

@@ -12,6 +12,7 @@ import time
 from django.core.cache import cache
 from django.utils import timezone
 
+from agents import snapshot
 from agents.breakers import circuit_state
 from agents.models import Agent, LLMModel
 
@@ -70,7 +71,7 @@ def agents_status() -> list[dict]:
     result = []
     agents = Agent.objects.filter(is_active=True).prefetch_related("chain_links__model__provider")
     for agent in agents:
-        chain = agent.model_chain()
+        chain = snapshot.model_chain(agent)
         states = [(model.name, circuit_state(model)) for model in chain]
         usable = [name for name, state in states if state != "open"]
         if usable and usable[0] == states[0][0]:

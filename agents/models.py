@@ -7,6 +7,7 @@ from django.db import models
 
 from agents import secrets
 from agents.providers.base import ProviderConfig
+from agents.tools.registry import registered
 
 # Only variables named for the purpose: a provider must not be able to read SECRET_KEY,
 # DATABASE_URL or any other secret of the process and send it to a server of its choice.
@@ -215,8 +216,6 @@ class Agent(models.Model):
         return self.name
 
     def clean(self):
-        from agents.tools import registered
-
         errors = {}
         if self.is_default and not self.is_active:
             errors["is_active"] = "The default agent must be active."
@@ -233,12 +232,6 @@ class Agent(models.Model):
                     errors["temperature"] = f"{problem} ({link.model} is in the chain)."
         if errors:
             raise ValidationError(errors)
-
-    def model_chain(self) -> list["LLMModel"]:
-        """The active models of the chain, primary first; the local model if none."""
-        from agents import snapshot
-
-        return list(snapshot.current().chain(self))
 
 
 def temperature_problem(temperature: float, provider_kind: str) -> str | None:
@@ -323,7 +316,3 @@ class RoutingRule(models.Model):
 
     def matches(self, text: str) -> bool:
         return bool(self.compiled().search(text))
-
-
-# The commerce configuration the agents act on (agents.commerce) belongs to this app.
-from agents.commerce.models import *  # noqa: E402, F403

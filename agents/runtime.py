@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from agents import router
+from agents import router, snapshot
 from agents.models import Agent, LLMModel
 from agents.providers.base import NO_REPEAT_INSTRUCTION, ModelRequest, ToolCall
 from agents.tools import ToolContext, ToolError, get_tool
@@ -104,7 +104,7 @@ def run_agent(
 ) -> AgentOutcome:
     """Run `agent` on `text` after `history` [(user text, reply)], along `chain` (by
     default the agent's model chain now)."""
-    chain = agent.model_chain() if chain is None else list(chain)
+    chain = snapshot.model_chain(agent) if chain is None else list(chain)
     tools = [tool for name in agent.tools if (tool := get_tool(name)) is not None]
     system = [{"role": "system", "content": agent.system_prompt}] if agent.system_prompt else []
     past = [

@@ -69,3 +69,8 @@ def _load(version: str) -> Snapshot:
         local=tuple(local),
         agents=Agent.objects.in_bulk(),
     )
+
+
+def model_chain(agent: Agent) -> list[LLMModel]:
+    """The agent's active models, primary first; the local model if it has none."""
+    return list(current().chain(agent))

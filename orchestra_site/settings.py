@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "orchestra_site.apps.SiteConfig",
     "access",
     "agents",
+    "commerce",
     "billing",
     "conversations",
 ]

@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from access.api import me
 from agents.api import AgentList
-from agents.commerce.api import ShippingQuoteCreate
+from commerce.api import ShippingQuoteCreate
 from conversations import api as conversations_api
 from conversations.sse import turn_events
 from infrastructure.api_errors import not_found_view

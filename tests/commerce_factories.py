@@ -3,7 +3,7 @@
 from datetime import date
 from decimal import Decimal
 
-from agents.commerce.models import (
+from commerce.models import (
     Carrier,
     CarrierService,
     Product,

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from agents.commerce.models import Carrier, Product, ShippingRule, StockLevel
+from commerce.models import Carrier, Product, ShippingRule, StockLevel
 from tests.commerce_factories import (
     carrier_make,
     channel_make,
@@ -55,7 +55,7 @@ def test_product_changelist_queries_do_not_grow_with_products(
     products_with_stock(count)
 
     with django_assert_num_queries(CHANGELIST_QUERIES):
-        response = admin_client_for.get(reverse("admin:agents_product_changelist"))
+        response = admin_client_for.get(reverse("admin:commerce_product_changelist"))
 
     assert response.status_code == 200
     assert response.context["cl"].result_count == count
@@ -71,7 +71,7 @@ def test_stock_changelist_queries_do_not_grow_with_products(
 
     # one more than products: the warehouse filter's choices
     with django_assert_num_queries(CHANGELIST_QUERIES + 1):
-        response = admin_client_for.get(reverse("admin:agents_stocklevel_changelist"))
+        response = admin_client_for.get(reverse("admin:commerce_stocklevel_changelist"))
 
     assert response.status_code == 200
     assert response.context["cl"].result_count == 2 * count
@@ -82,7 +82,7 @@ def test_product_page_shows_its_stock_per_warehouse(admin_client_for):
     mug = product_make("MUG-1")
     stock_make(mug, warehouse_make("ber", name="Berlin"), on_hand=12, reserved=5)
 
-    response = admin_client_for.get(reverse("admin:agents_product_change", args=[mug.pk]))
+    response = admin_client_for.get(reverse("admin:commerce_product_change", args=[mug.pk]))
 
     assert response.status_code == 200
     [inline] = response.context["inline_admin_formsets"]
@@ -94,7 +94,7 @@ def test_carrier_page_lists_its_services(admin_client_for):
     dhl = carrier_make("dhl", name="DHL")
     service_make(dhl, "paket", name="Paket")
 
-    response = admin_client_for.get(reverse("admin:agents_carrier_change", args=[dhl.pk]))
+    response = admin_client_for.get(reverse("admin:commerce_carrier_change", args=[dhl.pk]))
 
     [inline] = response.context["inline_admin_formsets"]
     assert [form.instance.code for form in inline.formset.forms if form.instance.pk] == ["paket"]
@@ -104,7 +104,7 @@ def test_a_service_form_error_is_on_the_field(admin_client_for):
     dhl = carrier_make("dhl", name="DHL")
 
     response = admin_client_for.post(
-        reverse("admin:agents_carrierservice_add"),
+        reverse("admin:commerce_carrierservice_add"),
         {
             "carrier": dhl.pk,
             "code": "paket",
@@ -133,7 +133,7 @@ def test_countries_are_typed_as_a_list_and_stored_sorted(admin_client_for):
     dhl = carrier_make("dhl", name="DHL")
 
     response = admin_client_for.post(
-        reverse("admin:agents_carrierservice_add"),
+        reverse("admin:commerce_carrierservice_add"),
         {
             "carrier": dhl.pk,
             "code": "paket",
@@ -158,7 +158,7 @@ def test_an_operator_may_change_shipping_rules(client, operator):
     client.force_login(operator)
 
     response = client.post(
-        reverse("admin:agents_shippingrule_change", args=[rule.pk]),
+        reverse("admin:commerce_shippingrule_change", args=[rule.pk]),
         {
             "name": "no gls",
             "priority": "5",
@@ -179,7 +179,7 @@ def test_a_viewer_may_not_change_shipping_rules(client, staff_user):
     client.force_login(staff_user)
 
     response = client.post(
-        reverse("admin:agents_shippingrule_change", args=[rule.pk]),
+        reverse("admin:commerce_shippingrule_change", args=[rule.pk]),
         {"name": "renamed", "priority": "5", "action": "exclude", "carrier": rule.carrier_id},
     )
 
@@ -218,7 +218,7 @@ def configured(db):
 
 def test_the_rule_tester_shows_the_ranked_options_and_the_trace(admin_client_for, configured):
     response = admin_client_for.get(
-        reverse("admin:agents_shippingrule_tester"),
+        reverse("admin:commerce_shippingrule_tester"),
         {
             "country": "DE",
             "weight_kg": "1",
@@ -243,7 +243,7 @@ def test_the_rule_tester_shows_the_ranked_options_and_the_trace(admin_client_for
 
 def test_the_rule_tester_on_another_day_skips_the_dated_rule(admin_client_for, configured):
     response = admin_client_for.get(
-        reverse("admin:agents_shippingrule_tester"),
+        reverse("admin:commerce_shippingrule_tester"),
         {"country": "DE", "weight_kg": "1", "on": "2025-11-30"},
     )
 
@@ -254,7 +254,7 @@ def test_the_rule_tester_on_another_day_skips_the_dated_rule(admin_client_for, c
 
 def test_the_rule_tester_too_heavy(admin_client_for, configured):
     response = admin_client_for.get(
-        reverse("admin:agents_shippingrule_tester"), {"country": "DE", "weight_kg": "45"}
+        reverse("admin:commerce_shippingrule_tester"), {"country": "DE", "weight_kg": "45"}
     )
 
     assert (
@@ -265,7 +265,7 @@ def test_the_rule_tester_too_heavy(admin_client_for, configured):
 
 def test_the_rule_tester_shows_input_errors_on_the_form(admin_client_for, configured):
     response = admin_client_for.get(
-        reverse("admin:agents_shippingrule_tester"), {"country": "DE", "weight_kg": "0"}
+        reverse("admin:commerce_shippingrule_tester"), {"country": "DE", "weight_kg": "0"}
     )
 
     assert response.context["quote"] is None
@@ -273,14 +273,14 @@ def test_the_rule_tester_shows_input_errors_on_the_form(admin_client_for, config
 
 
 def test_the_rule_tester_is_linked_from_the_rules(admin_client_for, configured):
-    response = admin_client_for.get(reverse("admin:agents_shippingrule_changelist"))
+    response = admin_client_for.get(reverse("admin:commerce_shippingrule_changelist"))
 
-    assert reverse("admin:agents_shippingrule_tester") in response.content.decode()
+    assert reverse("admin:commerce_shippingrule_tester") in response.content.decode()
 
 
 def test_viewers_may_use_the_rule_tester_and_others_may_not(client, staff_user, alice, configured):
     client.force_login(staff_user)
-    url = reverse("admin:agents_shippingrule_tester")
+    url = reverse("admin:commerce_shippingrule_tester")
 
     assert client.get(url, {"country": "DE", "weight_kg": "1"}).status_code == 200
     client.force_login(alice)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from agents.commerce.models import ShippingRule
+from commerce.models import ShippingRule
 from tests.commerce_factories import carrier_make, channel_make, rule_make, service_make
 
 URL = "/api/v1/shipping/quotes/"

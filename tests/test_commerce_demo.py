@@ -4,8 +4,8 @@ from decimal import Decimal
 
 from django.contrib.auth.models import Group
 
-from agents.commerce import demo
-from agents.commerce.models import (
+from commerce import demo
+from commerce.models import (
     Carrier,
     CarrierService,
     Product,

@@ -9,8 +9,8 @@ import tablib
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from agents.commerce.models import Product, StockLevel, TaxRate
-from agents.commerce.resources import ProductResource, StockLevelResource, TaxRateResource
+from commerce.models import Product, StockLevel, TaxRate
+from commerce.resources import ProductResource, StockLevelResource, TaxRateResource
 from tests.commerce_factories import product_make, tax_rate_make, warehouse_make
 
 PRODUCTS_CSV = (
@@ -29,7 +29,7 @@ ONE_BAD_ROW_CSV = (
 
 def upload(client, model: str, csv: str):
     return client.post(
-        reverse(f"admin:agents_{model}_import"),
+        reverse(f"admin:commerce_{model}_import"),
         {
             "resource": "0",
             "format": "0",
@@ -64,7 +64,7 @@ def test_a_good_file_is_previewed_then_imported_on_confirmation(admin_client_for
     assert Product.objects.count() == 0
 
     response = admin_client_for.post(
-        reverse("admin:agents_product_process_import"), confirm.initial
+        reverse("admin:commerce_product_process_import"), confirm.initial
     )
 
     assert response.status_code == 302
@@ -175,7 +175,7 @@ def test_tax_rates_export_as_csv(admin_client_for):
     tax_rate_make("DE", rate="16.00", valid_from=date(2020, 7, 1), valid_until=date(2020, 12, 31))
 
     response = admin_client_for.post(
-        reverse("admin:agents_taxrate_export"),
+        reverse("admin:commerce_taxrate_export"),
         {
             "format": "0",
             "resource": "0",
@@ -197,8 +197,8 @@ def test_tax_rates_export_as_csv(admin_client_for):
 def test_a_viewer_can_export_but_not_import(client, staff_user):
     client.force_login(staff_user)
 
-    assert client.get(reverse("admin:agents_product_import")).status_code == 403
-    assert client.get(reverse("admin:agents_product_export")).status_code == 200
+    assert client.get(reverse("admin:commerce_product_import")).status_code == 403
+    assert client.get(reverse("admin:commerce_product_export")).status_code == 200
     assert upload(client, "product", PRODUCTS_CSV).status_code == 403
     assert Product.objects.count() == 0
 

@@ -6,14 +6,14 @@ import json
 import pytest
 from django.utils import timezone
 
-from agents.commerce import demo
-from agents.commerce.models import ShippingRule
-from agents.commerce.tools import COMMERCE_TOOLS
 from agents.models import Agent
 from agents.providers import LocalModel, ModelRequest, TextDelta
 from agents.providers.base import ToolCall
 from agents.runtime import RuntimeCallbacks, run_agent
 from agents.tools import get_tool
+from commerce import demo
+from commerce.models import ShippingRule
+from commerce.tools import COMMERCE_TOOLS
 
 OFFERED = tuple(get_tool(name).spec for name in (*COMMERCE_TOOLS, "handoff_to_human"))
 

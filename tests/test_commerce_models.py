@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
-from agents.commerce.models import (
+from commerce.models import (
     Carrier,
     CarrierService,
     Product,

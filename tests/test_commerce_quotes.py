@@ -6,8 +6,8 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
-from agents.commerce.models import Carrier, CarrierService, SalesChannel, ShippingRule
-from agents.commerce.quotes import shipping_quote
+from commerce.models import Carrier, CarrierService, SalesChannel, ShippingRule
+from commerce.quotes import shipping_quote
 from tests.commerce_factories import carrier_make, channel_make, rule_make, service_make
 
 DAY = date(2025, 6, 2)

@@ -6,8 +6,8 @@ from datetime import date
 import jsonschema
 import pytest
 
-from agents.commerce.tools import COMMERCE_TOOLS
 from agents.tools import ToolContext, ToolError, get_tool
+from commerce.tools import COMMERCE_TOOLS
 from tests.commerce_factories import (
     carrier_make,
     channel_make,

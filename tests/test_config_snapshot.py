@@ -59,16 +59,16 @@ def test_a_committed_chain_change_is_the_next_chain(
 ):
     local = LLMModel.objects.get(name="local")
     remote = model_make(provider_make(base_url="http://127.0.0.1:9/v1"), name="remote")
-    assert support_agent.model_chain() == [local]
+    assert snapshot.model_chain(support_agent) == [local]
 
     with django_capture_on_commit_callbacks(execute=True):
         chain_set(support_agent, remote, local)
-    assert support_agent.model_chain() == [remote, local]
+    assert snapshot.model_chain(support_agent) == [remote, local]
 
     with django_capture_on_commit_callbacks(execute=True):
         remote.provider.is_active = False
         remote.provider.save()
-    assert support_agent.model_chain() == [local]
+    assert snapshot.model_chain(support_agent) == [local]
 
 
 @time_machine.travel("2026-11-21 12:00:05Z", tick=False)  # inside one MAX_AGE_S window
@@ -80,7 +80,7 @@ def test_reading_an_unchanged_configuration_costs_no_query(
 
     with django_assert_num_queries(0):
         assert snapshot.current() is first
-        assert support_agent.model_chain() == [local]
+        assert snapshot.model_chain(support_agent) == [local]
 
 
 def test_a_flushed_cache_starts_a_new_version_and_the_snapshot_reloads(support_agent):

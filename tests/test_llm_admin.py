@@ -7,7 +7,7 @@ from html import unescape
 
 import pytest
 
-from agents import router, secrets
+from agents import router, secrets, snapshot
 from agents.models import Agent, AgentModel, LLMModel, Provider, RoutingRule
 from billing.models import UsageRecord
 from conversations.execution import drain_conversation
@@ -424,7 +424,7 @@ def test_registered_tools_and_a_valid_chain_are_saved(admin_client, support_agen
     support_agent.refresh_from_db()
     assert support_agent.tools == ["escalate", "resolve_conversation"]
     assert support_agent.temperature == 1.5
-    assert [m.name for m in support_agent.model_chain()] == ["gpt-test", "local"]
+    assert [m.name for m in snapshot.model_chain(support_agent)] == ["gpt-test", "local"]
     assert "gpt-test → local" in text_of(admin_client.get("/admin/agents/agent/"))
 
 

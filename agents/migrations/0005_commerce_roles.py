@@ -8,7 +8,6 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("agents", "0004_commerce"),
-        ("conversations", "0005_roles"),
     ]
 
     operations = [migrations.RunPython(sync_roles, migrations.RunPython.noop)]

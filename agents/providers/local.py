@@ -10,6 +10,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from django.conf import settings
 
@@ -72,48 +73,81 @@ def compose_reply(request: ModelRequest) -> str:
     )
 
 
-# Requests the local model recognizes: (tool, pattern, arguments from the match). It calls
-# the tool only when the agent offers it. Tried in order; the first match wins.
-ToolIntent = tuple[str, re.Pattern, Callable[[re.Match, str], dict]]
-TOOL_INTENTS: list[ToolIntent] = [
-    (
+@dataclass(frozen=True)
+class Skill:
+    """A request the local model recognizes, for one tool: `recognize` reads the
+    customer's message and returns the tool's arguments, or None when the message is not
+    such a request; `answer`, if given, words the tool's result."""
+
+    tool: str
+    recognize: Callable[[str], dict | None]
+    answer: Callable[[dict], str] | None = None
+
+
+def _on_match(pattern: re.Pattern, arguments: Callable[[re.Match], dict]):
+    def recognize(text: str) -> dict | None:
+        match = pattern.search(text)
+        return arguments(match) if match else None
+
+    return recognize
+
+
+# Tried in order, the first match wins; the tool is called only when the agent offers it.
+_SKILLS: list[Skill] = [
+    Skill(
         "transfer_to_agent",
-        re.compile(r"\b(?:transfer|switch|pass) me to (?:the )?([a-z0-9_-]+)", re.I),
-        lambda m, text: {"agent": m.group(1).lower(), "reason": "The customer asked for it."},
+        _on_match(
+            re.compile(r"\b(?:transfer|switch|pass) me to (?:the )?([a-z0-9_-]+)", re.I),
+            lambda m: {"agent": m.group(1).lower(), "reason": "The customer asked for it."},
+        ),
     ),
-    (
+    Skill(
         "escalate",
-        re.compile(
-            r"\b(complain(?:s|ed|ing|t|ts)?|lawyers?|legal action|sue|suing"
-            r"|fraud(?:ulent)?|scam(?:s|med)?)\b",
-            re.I,
+        _on_match(
+            re.compile(
+                r"\b(complain(?:s|ed|ing|t|ts)?|lawyers?|legal action|sue|suing"
+                r"|fraud(?:ulent)?|scam(?:s|med)?)\b",
+                re.I,
+            ),
+            lambda m: {"reason": f"The customer mentioned “{m.group(0)}”."},
         ),
-        lambda m, text: {"reason": f"The customer mentioned “{m.group(0)}”."},
     ),
-    (
+    Skill(
         "handoff_to_human",
-        re.compile(r"\b(human|real person|a person|someone real|staff member|operator)\b", re.I),
-        lambda m, text: {"reason": "The customer asked for a person."},
-    ),
-    (
-        "resolve_conversation",
-        re.compile(
-            r"\b(that'?s all|that is all|problem solved|all sorted|no more questions)\b", re.I
+        _on_match(
+            re.compile(
+                r"\b(human|real person|a person|someone real|staff member|operator)\b", re.I
+            ),
+            lambda m: {"reason": "The customer asked for a person."},
         ),
-        lambda m, text: {"reason": "The customer said they need nothing more."},
+    ),
+    Skill(
+        "resolve_conversation",
+        _on_match(
+            re.compile(
+                r"\b(that'?s all|that is all|problem solved|all sorted|no more questions)\b", re.I
+            ),
+            lambda m: {"reason": "The customer said they need nothing more."},
+        ),
     ),
 ]
-# How the local model words a tool's result: tool name -> formatter(result) -> text.
-TOOL_ANSWERS: dict[str, Callable[[dict], str]] = {}
+
+
+def teach(skill: Skill) -> None:
+    """Teach the local model to recognize requests for another tool (tried after the ones
+    it knows)."""
+    if any(known.tool == skill.tool for known in _SKILLS):
+        raise ValueError(f"The local model already knows the tool {skill.tool!r}.")
+    _SKILLS.append(skill)
 
 
 def _choose_tool(request: ModelRequest) -> ToolCall | None:
     offered = {tool.name for tool in request.tools}
     text = request.last_user_text
-    for name, pattern, arguments in TOOL_INTENTS:
-        if name in offered and (match := pattern.search(text)):
+    for skill in _SKILLS:
+        if skill.tool in offered and (arguments := skill.recognize(text)) is not None:
             return ToolCall(
-                id=f"local-{name}", name=name, arguments=arguments(match, text), raw_arguments=""
+                id=f"local-{skill.tool}", name=skill.tool, arguments=arguments, raw_arguments=""
             )
     return None
 
@@ -126,9 +160,9 @@ def _answer_tool_result(message: dict) -> str:
         result = {"result": message.get("content")}
     if isinstance(result, dict) and "error" in result:
         return f"I tried to look that up but the {message.get('name')} tool said: {result['error']}"
-    formatter = TOOL_ANSWERS.get(message.get("name", ""))
-    if formatter is not None and isinstance(result, dict):
-        return formatter(result)
+    skill = next((skill for skill in _SKILLS if skill.tool == message.get("name")), None)
+    if skill is not None and skill.answer is not None and isinstance(result, dict):
+        return skill.answer(result)
     facts = (
         ", ".join(f"{k}: {v}" for k, v in result.items()) if isinstance(result, dict) else result
     )

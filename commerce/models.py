@@ -15,8 +15,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Q
 
-from agents.commerce.currencies import CURRENCY_CHOICES, MINOR_UNITS
-from agents.commerce.fields import (
+from commerce.currencies import CURRENCY_CHOICES, MINOR_UNITS
+from commerce.fields import (
     NOT_NEGATIVE,
     CountryField,
     CountryListField,
@@ -196,7 +196,7 @@ class SalesChannel(models.Model):
 
 class ShippingRule(models.Model):
     """Changes the shipping options when its conditions hold. Rules run by ascending
-    priority; see agents.commerce.quotes for exactly how each action works."""
+    priority; see commerce.quotes for exactly how each action works."""
 
     class Action(models.TextChoices):
         EXCLUDE = "exclude", "Exclude the carrier or service"

@@ -11,9 +11,9 @@ from django.utils import timezone
 from import_export.admin import ImportExportModelAdmin
 from import_export.formats.base_formats import CSV
 
-from agents.commerce.currencies import CURRENCY_CHOICES
-from agents.commerce.fields import COUNTRY_CHOICES, country_label
-from agents.commerce.models import (
+from commerce.currencies import CURRENCY_CHOICES
+from commerce.fields import COUNTRY_CHOICES, country_label
+from commerce.models import (
     Carrier,
     CarrierService,
     Product,
@@ -23,8 +23,8 @@ from agents.commerce.models import (
     TaxRate,
     Warehouse,
 )
-from agents.commerce.quotes import Quote, shipping_quote
-from agents.commerce.resources import ProductResource, StockLevelResource, TaxRateResource
+from commerce.quotes import Quote, shipping_quote
+from commerce.resources import ProductResource, StockLevelResource, TaxRateResource
 
 
 def _countries(codes: list[str], limit: int = 8) -> str:
@@ -255,7 +255,7 @@ class ShippingRuleAdmin(admin.ModelAdmin):
         tester = path(
             "tester/",
             self.admin_site.admin_view(self.rule_tester_view),
-            name="agents_shippingrule_tester",
+            name="commerce_shippingrule_tester",
         )
         return [tester, *super().get_urls()]
 

@@ -5,7 +5,7 @@ from datetime import date
 
 from django.db.models import Q, QuerySet
 
-from agents.commerce.models import Carrier, Product, StockLevel, TaxRate
+from commerce.models import Carrier, Product, StockLevel, TaxRate
 
 # Words of a product question that say nothing about the product.
 _NOISE = frozenset(

@@ -7,8 +7,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.commerce.quotes import shipping_quote
-from agents.commerce.serializers import QuoteInput, QuoteOutput
+from commerce.quotes import shipping_quote
+from commerce.serializers import QuoteInput, QuoteOutput
 
 
 class ShippingQuoteCreate(APIView):

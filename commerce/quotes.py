@@ -34,10 +34,10 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from agents.commerce.countries import COUNTRIES
-from agents.commerce.currencies import MINOR_UNITS, round_money
-from agents.commerce.fields import country_label
-from agents.commerce.models import CarrierService, SalesChannel, ShippingRule
+from commerce.countries import COUNTRIES
+from commerce.currencies import MINOR_UNITS, round_money
+from commerce.fields import country_label
+from commerce.models import CarrierService, SalesChannel, ShippingRule
 
 MAX_WEIGHT_KG = Decimal(100000)
 

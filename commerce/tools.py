@@ -1,25 +1,24 @@
 """Agent tools that answer from the commerce configuration, and how the built-in local
 model recognizes requests for them and words their results.
 
-Importing this module registers the tools (agents.tools imports it). Results are small
+The commerce app registers them when it starts (`register_tools`). Results are small
 and factual: money as decimal strings, and a `message` when something is not configured,
 so a model never has to guess.
 """
 
-from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from agents.commerce import language, selectors
-from agents.commerce.countries import COUNTRIES
-from agents.commerce.fields import country_label
-from agents.commerce.models import TaxCategory
-from agents.commerce.quotes import Quote, shipping_quote
 from agents.providers import local
 from agents.tools.registry import Tool, ToolContext, ToolError, register
+from commerce import language, selectors
+from commerce.countries import COUNTRIES
+from commerce.fields import country_label
+from commerce.models import TaxCategory
+from commerce.quotes import Quote, shipping_quote
 
 # The names staff give an agent to let it answer commerce questions.
 COMMERCE_TOOLS = (
@@ -104,49 +103,47 @@ def _quote_result(quote: Quote) -> dict:
     return result
 
 
-register(
-    Tool(
-        name="quote_shipping",
-        description="Shipping options for one parcel from the shop's configured carriers "
-        "and shipping rules: carrier, service, price, currency and delivery days, best "
-        "first. Use it for 'how much is shipping', 'which carrier', 'how fast'.",
-        parameters={
-            "type": "object",
-            "properties": {
-                "country": {
-                    **COUNTRY_ARGUMENT,
-                    "description": "Destination country: " + COUNTRY_ARGUMENT["description"],
-                },
-                "weight_kg": {
-                    "type": "number",
-                    "exclusiveMinimum": 0,
-                    "maximum": 100000,
-                    "description": "Parcel weight in kilograms (500 g = 0.5, 1 lb = 0.4536).",
-                },
-                "order_value": {
-                    "type": "number",
-                    "minimum": 0,
-                    "description": "Value of the order, in the quote's currency; free-shipping "
-                    "and order-value rules need it.",
-                },
-                "channel": {
-                    "type": "string",
-                    "pattern": "^[a-z0-9][a-z0-9_-]*$",
-                    "maxLength": 32,
-                    "description": "Code of the sales channel the order comes from, if known.",
-                },
-                "currency": {
-                    "type": "string",
-                    "pattern": "^[A-Z]{3}$",
-                    "description": "ISO 4217 currency of the quote (e.g. EUR), if the "
-                    "customer named one.",
-                },
+QUOTE_SHIPPING_TOOL = Tool(
+    name="quote_shipping",
+    description="Shipping options for one parcel from the shop's configured carriers "
+    "and shipping rules: carrier, service, price, currency and delivery days, best "
+    "first. Use it for 'how much is shipping', 'which carrier', 'how fast'.",
+    parameters={
+        "type": "object",
+        "properties": {
+            "country": {
+                **COUNTRY_ARGUMENT,
+                "description": "Destination country: " + COUNTRY_ARGUMENT["description"],
             },
-            "required": ["country", "weight_kg"],
-            "additionalProperties": False,
+            "weight_kg": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 100000,
+                "description": "Parcel weight in kilograms (500 g = 0.5, 1 lb = 0.4536).",
+            },
+            "order_value": {
+                "type": "number",
+                "minimum": 0,
+                "description": "Value of the order, in the quote's currency; free-shipping "
+                "and order-value rules need it.",
+            },
+            "channel": {
+                "type": "string",
+                "pattern": "^[a-z0-9][a-z0-9_-]*$",
+                "maxLength": 32,
+                "description": "Code of the sales channel the order comes from, if known.",
+            },
+            "currency": {
+                "type": "string",
+                "pattern": "^[A-Z]{3}$",
+                "description": "ISO 4217 currency of the quote (e.g. EUR), if the "
+                "customer named one.",
+            },
         },
-        function=quote_shipping,
-    )
+        "required": ["country", "weight_kg"],
+        "additionalProperties": False,
+    },
+    function=quote_shipping,
 )
 
 
@@ -205,27 +202,25 @@ def product_lookup(context: ToolContext, query: str) -> dict:
     return result
 
 
-register(
-    Tool(
-        name="product_lookup",
-        description="Find products on sale by SKU or by words of their name: SKU, name, "
-        "price, currency, weight and tax category. At most 5 results.",
-        parameters={
-            "type": "object",
-            "properties": {
-                "query": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 200,
-                    "description": "A SKU (e.g. MUG-350-BLU) or words of the product name "
-                    "(e.g. ceramic mug).",
-                }
-            },
-            "required": ["query"],
-            "additionalProperties": False,
+PRODUCT_LOOKUP_TOOL = Tool(
+    name="product_lookup",
+    description="Find products on sale by SKU or by words of their name: SKU, name, "
+    "price, currency, weight and tax category. At most 5 results.",
+    parameters={
+        "type": "object",
+        "properties": {
+            "query": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "description": "A SKU (e.g. MUG-350-BLU) or words of the product name "
+                "(e.g. ceramic mug).",
+            }
         },
-        function=product_lookup,
-    )
+        "required": ["query"],
+        "additionalProperties": False,
+    },
+    function=product_lookup,
 )
 
 
@@ -292,33 +287,31 @@ def stock_check(context: ToolContext, product: str, country: str | None = None) 
     return result
 
 
-register(
-    Tool(
-        name="stock_check",
-        description="Stock of one product per warehouse: on hand, reserved and available "
-        "(on hand minus reserved). With a destination country, also what the warehouses "
-        "that ship there have available.",
-        parameters={
-            "type": "object",
-            "properties": {
-                "product": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 200,
-                    "description": "The product's SKU (e.g. MUG-350-BLU), or words of its "
-                    "name when the SKU is not known.",
-                },
-                "country": {
-                    **COUNTRY_ARGUMENT,
-                    "description": "Destination country, if the "
-                    "customer named one: " + COUNTRY_ARGUMENT["description"],
-                },
+STOCK_CHECK_TOOL = Tool(
+    name="stock_check",
+    description="Stock of one product per warehouse: on hand, reserved and available "
+    "(on hand minus reserved). With a destination country, also what the warehouses "
+    "that ship there have available.",
+    parameters={
+        "type": "object",
+        "properties": {
+            "product": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "description": "The product's SKU (e.g. MUG-350-BLU), or words of its "
+                "name when the SKU is not known.",
             },
-            "required": ["product"],
-            "additionalProperties": False,
+            "country": {
+                **COUNTRY_ARGUMENT,
+                "description": "Destination country, if the "
+                "customer named one: " + COUNTRY_ARGUMENT["description"],
+            },
         },
-        function=stock_check,
-    )
+        "required": ["product"],
+        "additionalProperties": False,
+    },
+    function=stock_check,
 )
 
 
@@ -386,37 +379,35 @@ def _date(text: str) -> date:
         raise ToolError(f"“{text}” is not a date like 2025-01-31.") from None
 
 
-register(
-    Tool(
-        name="tax_rate",
-        description="The VAT / sales tax rate configured for a country and tax category "
-        "(or for a product's category, by SKU), valid today or on a given date.",
-        parameters={
-            "type": "object",
-            "properties": {
-                "country": COUNTRY_ARGUMENT,
-                "tax_category": {
-                    "type": "string",
-                    "enum": list(TaxCategory.values),
-                    "description": "Default standard. Ignored when a SKU is given.",
-                },
-                "sku": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 64,
-                    "description": "Use this product's tax category.",
-                },
-                "date": {
-                    "type": "string",
-                    "pattern": r"^\d{4}-\d{2}-\d{2}$",
-                    "description": "The day the rate applies to, YYYY-MM-DD. Default today.",
-                },
+TAX_RATE_TOOL = Tool(
+    name="tax_rate",
+    description="The VAT / sales tax rate configured for a country and tax category "
+    "(or for a product's category, by SKU), valid today or on a given date.",
+    parameters={
+        "type": "object",
+        "properties": {
+            "country": COUNTRY_ARGUMENT,
+            "tax_category": {
+                "type": "string",
+                "enum": list(TaxCategory.values),
+                "description": "Default standard. Ignored when a SKU is given.",
             },
-            "required": ["country"],
-            "additionalProperties": False,
+            "sku": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                "description": "Use this product's tax category.",
+            },
+            "date": {
+                "type": "string",
+                "pattern": r"^\d{4}-\d{2}-\d{2}$",
+                "description": "The day the rate applies to, YYYY-MM-DD. Default today.",
+            },
         },
-        function=tax_rate,
-    )
+        "required": ["country"],
+        "additionalProperties": False,
+    },
+    function=tax_rate,
 )
 
 
@@ -465,31 +456,29 @@ def carrier_tracking_link(
     return result
 
 
-register(
-    Tool(
-        name="carrier_tracking_link",
-        description="The carrier's tracking page for a parcel. Without a carrier, the link "
-        "of every active carrier (ask the customer which carrier when you can).",
-        parameters={
-            "type": "object",
-            "properties": {
-                "tracking_number": {
-                    "type": "string",
-                    "pattern": "^[A-Za-z0-9-]{4,40}$",
-                    "description": "The parcel's tracking number as the customer gave it.",
-                },
-                "carrier": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 120,
-                    "description": "Carrier code or name, e.g. dhl or DHL.",
-                },
+CARRIER_TRACKING_LINK_TOOL = Tool(
+    name="carrier_tracking_link",
+    description="The carrier's tracking page for a parcel. Without a carrier, the link "
+    "of every active carrier (ask the customer which carrier when you can).",
+    parameters={
+        "type": "object",
+        "properties": {
+            "tracking_number": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9-]{4,40}$",
+                "description": "The parcel's tracking number as the customer gave it.",
             },
-            "required": ["tracking_number"],
-            "additionalProperties": False,
+            "carrier": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 120,
+                "description": "Carrier code or name, e.g. dhl or DHL.",
+            },
         },
-        function=carrier_tracking_link,
-    )
+        "required": ["tracking_number"],
+        "additionalProperties": False,
+    },
+    function=carrier_tracking_link,
 )
 
 
@@ -510,54 +499,25 @@ def _tracking_answer(result: dict) -> str:
     return text
 
 
-# --- the built-in local model ----------------------------------------------------------
+# --- registration ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Recognized:
-    """What a _Recognizer found: quacks like the re.Match local.TOOL_INTENTS expect."""
-
-    text: str
-    arguments: dict
-
-    def group(self, index: int = 0) -> str:
-        return self.text
-
-
-class _Recognizer:
-    """A TOOL_INTENTS pattern that matches only when a parser finds every argument the
-    tool needs (a regular expression cannot say 'a country and a weight, in any order').
-    local.py calls only search()."""
-
-    def __init__(self, parse):
-        self.parse = parse
-        self.pattern = parse.__name__
-
-    def search(self, text: str) -> _Recognized | None:
-        arguments = self.parse(text)
-        return None if arguments is None else _Recognized(text, arguments)
-
-
-def _recognized_arguments(match: _Recognized, text: str) -> dict:
-    return match.arguments
-
-
-# Tried after the built-in intents (escalation, hand-off …), in this order.
-for _name, _parse in (
-    ("carrier_tracking_link", language.parse_tracking_request),
-    ("tax_rate", language.parse_tax_request),
-    ("quote_shipping", language.parse_quote_request),
-    ("stock_check", language.parse_stock_request),
-    ("product_lookup", language.parse_lookup_request),
-):
-    local.TOOL_INTENTS.append((_name, _Recognizer(_parse), _recognized_arguments))
-
-local.TOOL_ANSWERS.update(
-    {
-        "quote_shipping": _quote_answer,
-        "product_lookup": _product_answer,
-        "stock_check": _stock_answer,
-        "tax_rate": _tax_answer,
-        "carrier_tracking_link": _tracking_answer,
-    }
-)
+def register_tools() -> None:
+    """Give the agents these tools, and teach the built-in local model to recognize
+    requests for them (after its own skills: escalation, hand-off …), in this order."""
+    for tool in (
+        QUOTE_SHIPPING_TOOL,
+        PRODUCT_LOOKUP_TOOL,
+        STOCK_CHECK_TOOL,
+        TAX_RATE_TOOL,
+        CARRIER_TRACKING_LINK_TOOL,
+    ):
+        register(tool)
+    for skill in (
+        local.Skill("carrier_tracking_link", language.parse_tracking_request, _tracking_answer),
+        local.Skill("tax_rate", language.parse_tax_request, _tax_answer),
+        local.Skill("quote_shipping", language.parse_quote_request, _quote_answer),
+        local.Skill("stock_check", language.parse_stock_request, _stock_answer),
+        local.Skill("product_lookup", language.parse_lookup_request, _product_answer),
+    ):
+        local.teach(skill)

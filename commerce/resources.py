@@ -10,7 +10,7 @@ from decimal import InvalidOperation
 from django.core.exceptions import ValidationError
 from import_export import fields, resources, widgets
 
-from agents.commerce.models import Product, StockLevel, TaxRate, Warehouse
+from commerce.models import Product, StockLevel, TaxRate, Warehouse
 
 
 class ByCodeWidget(widgets.ForeignKeyWidget):

@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from agents.commerce.countries import COUNTRIES
+from commerce.countries import COUNTRIES
 
 COUNTRY_CHOICES = sorted(
     ((code, f"{name} ({code})") for code, name in COUNTRIES.items()), key=lambda choice: choice[1]

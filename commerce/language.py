@@ -10,7 +10,7 @@ import re
 import unicodedata
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from agents.commerce.countries import COUNTRIES
+from commerce.countries import COUNTRIES
 
 # Names people use besides the ISO short names.
 COUNTRY_ALIASES = {

@@ -4,10 +4,10 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from agents.commerce.countries import COUNTRIES
-from agents.commerce.currencies import MINOR_UNITS
-from agents.commerce.models import SalesChannel
-from agents.commerce.quotes import MAX_WEIGHT_KG
+from commerce.countries import COUNTRIES
+from commerce.currencies import MINOR_UNITS
+from commerce.models import SalesChannel
+from commerce.quotes import MAX_WEIGHT_KG
 
 
 class QuoteInput(serializers.Serializer):

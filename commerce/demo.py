@@ -12,7 +12,7 @@ from decimal import Decimal
 from django.db import models
 from django.utils import timezone
 
-from agents.commerce.models import (
+from commerce.models import (
     Carrier,
     CarrierService,
     Product,
