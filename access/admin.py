@@ -26,7 +26,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     actions = ["revoke_keys"]
 
     def get_queryset(self, request):
-        # API keys of others are visible to superusers only (DESIGN.md §4, roles).
+        # API keys of others are visible to superusers only (docs/api.md, staff roles).
         queryset = super().get_queryset(request)
         return queryset if request.user.is_superuser else queryset.filter(user=request.user)
 

@@ -1,4 +1,4 @@
-"""Staff roles (DESIGN.md §4): the model permissions each group holds.
+"""Staff roles (docs/api.md): the model permissions each group holds.
 
 `manage` grants add/change/delete/view; `change` grants change/view (status changes, no
 creation); `view` grants view. `view_all` grants view on every model of Orchestra's apps

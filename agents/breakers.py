@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from agents import metrics
 from agents.providers.base import CallbackError, ProviderError, StreamAborted
+from infrastructure.redis_client import sync_client
 
 log = structlog.get_logger("orchestra.breakers")
 
@@ -67,8 +68,6 @@ def breaker_for(model) -> pybreaker.CircuitBreaker:
         if cached and cached[0] == config:
             return cached[1]
         if settings.REDIS_URL:
-            from infrastructure.redis_client import sync_client
-
             storage = PreciseRedisStorage(
                 pybreaker.STATE_CLOSED, sync_client(), namespace=f"orchestra:breaker:{model.name}"
             )

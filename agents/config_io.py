@@ -1,4 +1,5 @@
-"""Configuration as code (DESIGN.md §6): export the router set-up to YAML and apply it back.
+"""Configuration as code (docs/configuration.md): export the router set-up to YAML and
+apply it back.
 
 The file has four sections, each a list of entries matched to rows by natural key:
 ``providers`` and ``models`` by ``name``, ``agents`` by ``slug``, ``routing_rules`` by
@@ -143,7 +144,7 @@ RULES = _Section(
     references={"agent": "agents"},
 )
 SECTIONS: tuple[_Section, ...] = (PROVIDERS, MODELS, AGENTS, RULES)
-# Built in, always there (DESIGN.md §6): never deactivated by a file that leaves them out.
+# Built in, always there (docs/configuration.md): never deactivated by a file that leaves them out.
 _BUILT_IN = {PROVIDERS.key: "local", MODELS.key: "local"}
 _RELATIONS = {"provider", "agent", "chain"}
 # Field names that can only mean a secret in plaintext.

@@ -1,4 +1,4 @@
-"""POST /api/v1/shipping/quotes/ (DESIGN.md §4). Thin: the quote engine does the work."""
+"""POST /api/v1/shipping/quotes/ (docs/api.md). Thin: the quote engine does the work."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema

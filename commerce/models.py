@@ -1,7 +1,6 @@
 """The commerce configuration the agents answer from: carriers and their services,
 shipping rules, sales channels, warehouses, products, stock and tax rates.
 
-The models belong to the `agents` app (DESIGN.md §2): `agents/models.py` imports them.
 Every check a member of staff can trip is in `clean()` with a message on the field to fix.
 """
 

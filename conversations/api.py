@@ -1,4 +1,4 @@
-"""REST endpoints for conversations and turns (DESIGN.md §4). Thin: services do the work."""
+"""REST endpoints for conversations and turns (docs/api.md). Thin: services do the work."""
 
 import time
 
@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from conversations import selectors, services
 from conversations.events import event_buffer
-from conversations.models import Conversation, Turn
+from conversations.models import Turn
 from conversations.serializers import (
     TURN_ID_VALIDATOR,
     ConversationCreateInput,
@@ -26,7 +26,7 @@ from conversations.serializers import (
     TurnOutput,
     WaitQuery,
 )
-from infrastructure.api_errors import OrchestraError
+from infrastructure.errors import InvalidInput
 from infrastructure.openapi import ErrorSerializer
 from infrastructure.prefer import MAX_WAIT_S, preferred_wait
 
@@ -193,16 +193,13 @@ class TurnListCreate(APIView):
         payload.is_valid(raise_exception=True)
         turn_id = _turn_id(request, payload.validated_data.get("turn_id"))
         wait = _preferred_wait(request)
-        try:
-            # Only the owner submits turns (staff speak through takeover, not as the customer).
-            submission = services.turn_submit(
-                conversation_id=conversation_id,
-                owner=request.user,
-                text=payload.validated_data["text"],
-                turn_id=turn_id,
-            )
-        except Conversation.DoesNotExist:
-            raise NotFound() from None
+        # Only the owner submits turns (staff speak through takeover, not as the customer).
+        submission = services.turn_submit(
+            conversation_id=conversation_id,
+            owner=request.user,
+            text=payload.validated_data["text"],
+            turn_id=turn_id,
+        )
         turn = submission.turn
         headers = {"Location": reverse("api:turn-detail", args=[turn.conversation_id, turn.number])}
         if submission.replayed:
@@ -225,12 +222,12 @@ def _turn_id(request: Request, body_turn_id: str | None) -> str | None:
         try:
             TURN_ID_VALIDATOR(header)
         except DjangoValidationError:
-            raise OrchestraError(
+            raise InvalidInput(
                 "Invalid Idempotency-Key header.",
                 details={IDEMPOTENCY_HEADER: [TURN_ID_VALIDATOR.message]},
             ) from None
         if body_turn_id is not None and body_turn_id != header:
-            raise OrchestraError(
+            raise InvalidInput(
                 "turn_id and the Idempotency-Key header differ.",
                 details={"turn_id": ["Must equal the Idempotency-Key header when both are sent."]},
             )
@@ -255,7 +252,7 @@ def _preferred_wait(request: Request) -> int:
     try:
         return preferred_wait(request.headers.get(PREFER_HEADER))
     except ValueError as error:
-        raise OrchestraError(
+        raise InvalidInput(
             f"Invalid {PREFER_HEADER} header.", details={PREFER_HEADER: [str(error)]}
         ) from None
 

@@ -22,6 +22,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.exceptions import NoScriptError
 
+from conversations import payloads
 from conversations.models import conversation_group
 from infrastructure.redis_client import async_client, sync_client
 
@@ -379,12 +380,7 @@ def publish_events(
     """publish() for several events (type, data) in order, in one round trip to the
     buffer; `final_turn` goes with the last. Returns those the buffer took, with their
     seqs: none after a refused one (the stream has ended or has a newer attempt)."""
-    base = {
-        "conversation": str(turn.conversation_id),
-        "turn_id": turn.turn_id,
-        "number": turn.number,
-    }
-    events = [{"type": event_type, **base, **data} for event_type, data in events]
+    events = [payloads.turn_event(turn, event_type, **data) for event_type, data in events]
     group = conversation_group(turn.conversation_id)
     seqs, listened = event_buffer().append_for_group(turn.pk, events, attempt, group, final_turn)
     published = []

@@ -1,15 +1,14 @@
 """Turn execution: whoever holds a conversation's lock runs its turns in number order.
 
-A submission enqueues "run conversation X" (a Celery task in full stack, a job on the
-in-process pool in the embedded mode). The job takes the conversation's lock or, if
-another worker holds it, leaves: that worker re-checks for queued turns after releasing
-the lock, so a turn committed while it was busy is never stranded.
+A submission enqueues "run conversation X" (conversations/dispatch.py). The job takes the
+conversation's lock or, if another worker holds it, leaves: that worker re-checks for
+queued turns after releasing the lock, so a turn committed while it was busy is never
+stranded.
 """
 
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import structlog
@@ -29,34 +28,22 @@ from agents.runtime import (
     run_agent,
 )
 from billing.services import usage_record_create
-from conversations import metrics
+from conversations import hot_path_sql, metrics, payloads
 from conversations.echo import find_echo
 from conversations.events import event_buffer, publish_events
 from conversations.locks import acquire_conversation_lock
 from conversations.models import Conversation, Turn, TurnStep, text_digest
 from conversations.selectors import pending_statuses, recent_replies
-from conversations.serializers import TurnOutput
 from conversations.services import (
     conversation_apply_sink,
     turn_claim_next,
     turn_extend_lease,
     turn_finish,
-    turns_recover,
 )
-from infrastructure import raw_rows as rows
 
 log = structlog.get_logger("orchestra.turns")
 
 HISTORY_TURNS = 20
-
-
-def enqueue_conversation(conversation_id) -> None:
-    if settings.TURN_EXECUTOR == "celery":
-        from conversations.tasks import run_conversation_turns
-
-        run_conversation_turns.delay(str(conversation_id))
-    else:
-        local_worker().submit(conversation_id)
 
 
 def drain_conversation(conversation_id) -> int:
@@ -311,7 +298,7 @@ class TurnRun:
         )
 
     def save_steps(self) -> None:
-        rows.insert_all(
+        hot_path_sql.insert_steps(
             [
                 TurnStep(
                     turn=self.turn,
@@ -389,14 +376,11 @@ def _fail(run: TurnRun, code: str, message: str, agent_slug: str) -> None:
         if finished:
             run.save_steps()
     if finished:
-        run.deltas.publish_event(
-            "turn.failed",
-            # From the row: a completion that failed inside its transaction left its
-            # rolled-back values on the turn in memory.
-            final_turn=TurnOutput(Turn.objects.get(pk=run.turn.pk)).data,
-            status=Turn.Status.FAILED,
-            error={"code": code, "message": message},
-        )
+        # From the row: a completion that failed inside its transaction left its
+        # rolled-back values on the turn in memory.
+        failed = Turn.objects.get(pk=run.turn.pk)
+        event_type, data = payloads.turn_ending(failed)
+        run.deltas.publish_event(event_type, final_turn=payloads.turn_payload(failed), **data)
         metrics.TURNS.labels(Turn.Status.FAILED, agent_slug).inc()
 
 
@@ -495,72 +479,9 @@ def _complete(run: TurnRun, intent: str, outcome: AgentOutcome, echo) -> None:
         # Cancelled, or taken over by a newer attempt, since it was claimed.
         log.warning("turn.completion_not_written")
         return
-    deltas.publish_event(
-        "turn.completed",
-        final_turn=TurnOutput(turn).data,
-        status=Turn.Status.COMPLETED,
-        output=outcome.text,
-        usage=turn.usage,
-        cost_usd=str(turn.cost_usd),
-        echo=turn.public_echo,
-    )
+    event_type, data = payloads.turn_ending(turn)
+    deltas.publish_event(event_type, final_turn=payloads.turn_payload(turn), **data)
     metrics.TURNS.labels(Turn.Status.COMPLETED, run.agent.slug).inc()
     metrics.TURN_LATENCY.observe(turn.latency_ms / 1000)
     if ttft_ms is not None:
         metrics.TURN_TTFT.observe(ttft_ms / 1000)
-
-
-class LocalWorker:
-    """The embedded mode's workers: a thread pool off the server's event loop, and a
-    recovery timer standing in for Celery beat."""
-
-    def __init__(self):
-        self._stopping = threading.Event()
-        self._pool = ThreadPoolExecutor(
-            max_workers=settings.TURN_WORKER_THREADS, thread_name_prefix="turn-worker"
-        )
-        self._recovery = threading.Thread(
-            target=self._recover_forever, daemon=True, name="turn-recovery"
-        )
-        self._recovery.start()
-
-    def submit(self, conversation_id) -> None:
-        self._pool.submit(self._run, conversation_id)
-
-    @staticmethod
-    def _run(conversation_id) -> None:
-        try:
-            drain_conversation(conversation_id)
-        except Exception:
-            log.exception("turn.worker_crashed", conversation=str(conversation_id))
-        finally:
-            close_old_connections()
-
-    def _recover_forever(self) -> None:
-        interval = float(settings.CELERY_BEAT_SCHEDULE["recover-turns"]["schedule"])
-        while not self._stopping.is_set():
-            try:
-                turns_recover()
-            except Exception:
-                log.exception("turn.recovery_failed")
-            finally:
-                close_old_connections()
-            self._stopping.wait(interval)
-
-    def stop(self, wait: bool = True) -> None:
-        """Stop the recovery timer and let running turns finish (queued jobs are dropped:
-        recovery enqueues their turns again at the next start)."""
-        self._stopping.set()
-        self._pool.shutdown(wait=wait, cancel_futures=True)
-
-
-_local_worker: LocalWorker | None = None
-_local_worker_mutex = threading.Lock()
-
-
-def local_worker() -> LocalWorker:
-    global _local_worker
-    with _local_worker_mutex:
-        if _local_worker is None:
-            _local_worker = LocalWorker()
-        return _local_worker

@@ -70,10 +70,6 @@ class Turn(models.Model):
 
     TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
     PENDING = frozenset({Status.QUEUED, Status.PROCESSING})
-    # PENDING as SQL literals, for raw SQL that must match the partial index
-    # conversations_turn_pending: a prepared statement's generic plan cannot match an
-    # index condition with a parameter ("status IN ($1, $2)").
-    PENDING_SQL = ", ".join(f"'{status}'" for status in sorted(PENDING))
     # The intent of a turn that goes to a human because the customer's mood stayed low:
     # set when the turn is submitted (services.turn_submit), acted on when it runs.
     MOOD_ESCALATION = "mood_escalation"
@@ -151,12 +147,6 @@ class Turn(models.Model):
 
     def __str__(self) -> str:
         return f"{self.conversation_id} #{self.number}"
-
-    @classmethod
-    def db_value(cls, field: str, value, connection):
-        """A value of one of its fields as raw SQL passes it to this database (a
-        conversation id is a uuid in PostgreSQL, hex text in SQLite)."""
-        return cls._meta.get_field(field).get_db_prep_value(value, connection)
 
     @property
     def is_terminal(self) -> bool:

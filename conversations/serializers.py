@@ -1,12 +1,11 @@
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.core.validators import RegexValidator
 from django.db.models import Sum
 from rest_framework import serializers
 
-from agents import snapshot
 from conversations.models import Conversation, Turn
+from conversations.payloads import turn_payload
 from infrastructure.prefer import MAX_WAIT_S
 
 TURN_ID_VALIDATOR = RegexValidator(
@@ -93,29 +92,7 @@ class TurnOutput(serializers.ModelSerializer):
         ]
 
     def to_representation(self, turn: Turn) -> dict:
-        """The declared fields, rendered by hand: DRF's field-by-field rendering costs
-        about 0.5 ms per turn, on the two hottest endpoints (submit and long-poll).
-        tests/test_turn_api.py checks that both renderings agree."""
-        return {
-            "id": turn.pk,
-            "conversation": str(turn.conversation_id),
-            "number": turn.number,
-            "turn_id": turn.turn_id,
-            "status": turn.status,
-            "input": turn.input,
-            "output": turn.output,
-            "agent": _agent_slug(turn),
-            "intent": turn.intent,
-            "error": turn.error,
-            "usage": turn.usage,
-            "cost_usd": f"{turn.cost_usd:.6f}",
-            "echo": turn.public_echo,
-            "created_at": _timestamp(turn.created_at),
-            "started_at": _timestamp(turn.started_at),
-            "completed_at": _timestamp(turn.completed_at),
-            "latency_ms": turn.latency_ms,
-            "ttft_ms": turn.ttft_ms,
-        }
+        return turn_payload(turn)
 
     def get_error(self, obj) -> dict | None:
         return obj.error
@@ -125,23 +102,6 @@ class TurnOutput(serializers.ModelSerializer):
 
     def get_echo(self, obj) -> dict | None:
         return obj.public_echo
-
-
-def _agent_slug(turn: Turn) -> str | None:
-    """The agent's slug, from the turn's loaded agent, else from the configuration
-    snapshot (no join or query for a single turn)."""
-    if turn.agent_id is None:
-        return None
-    if Turn.agent.is_cached(turn):
-        return turn.agent.slug
-    return snapshot.current().agent(turn.agent_id).slug
-
-
-def _timestamp(value: datetime | None) -> str | None:
-    """As DRF renders a DateTimeField: ISO 8601 in UTC, with a Z."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class WaitQuery(serializers.Serializer):

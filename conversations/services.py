@@ -10,41 +10,34 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connections, transaction
-from django.db.models import F
+from django.db import transaction
 from django.utils import timezone
 
 from agents import snapshot
 from agents.models import Agent
-from conversations import events, selectors
+from conversations import events, hot_path_sql, payloads, selectors
+from conversations.dispatch import enqueue_conversation
 from conversations.models import Conversation, Turn, text_digest
 from conversations.mood import next_mood, sentiment
-from infrastructure import raw_rows as rows
-from infrastructure.api_errors import (
+from infrastructure.errors import (
     ConversationBusy,
     ConversationClosed,
     IdempotencyMismatch,
-    OrchestraError,
+    InvalidInput,
 )
-
-
-def _enqueue(conversation_id) -> None:
-    from conversations.execution import enqueue_conversation
-
-    enqueue_conversation(conversation_id)
 
 
 def conversation_create(*, owner, agent_slug: str | None = None, metadata: dict | None = None):
     if agent_slug:
         agent = Agent.objects.filter(slug=agent_slug, is_active=True).first()
         if agent is None:
-            raise OrchestraError(
+            raise InvalidInput(
                 "No active agent with this slug.", details={"agent": [f"Unknown: {agent_slug}"]}
             )
     else:
         agent = Agent.objects.filter(is_default=True, is_active=True).first()
         if agent is None:
-            raise OrchestraError(
+            raise InvalidInput(
                 "No default agent is configured; name one.",
                 details={"agent": ["Required: no default agent is configured."]},
             )
@@ -77,7 +70,7 @@ def turn_submit(
     submissions to one conversation: that is what makes numbers gapless and the
     idempotency check race-free. The unique constraints are the backstop.
     Validation (text length, turn_id format) is the caller's; with `owner`, only that
-    user's conversation is found (Conversation.DoesNotExist otherwise).
+    user's conversation is found (NotFound otherwise).
     """
     generated = not turn_id  # a fresh id: no earlier submission can have it
     turn_id = turn_id or uuid.uuid4().hex
@@ -104,10 +97,10 @@ def turn_submit(
 
         conversation.turn_count += 1
         escalate = _follow_mood(conversation, agent, score)
-        # Both writes without the query compiler (infrastructure/raw_rows.py): every
-        # submission makes them.
-        rows.update(conversation, ["turn_count", "mood", "low_mood_turns", "updated_at"])
-        turn = rows.insert(
+        hot_path_sql.save_conversation(
+            conversation, ["turn_count", "mood", "low_mood_turns", "updated_at"]
+        )
+        turn = hot_path_sql.insert_turn(
             Turn(
                 conversation=conversation,
                 number=conversation.turn_count,
@@ -124,7 +117,7 @@ def turn_submit(
             lambda: events.publish(turn=turn, event_type="turn.accepted", replayed=False),
             robust=True,
         )
-        transaction.on_commit(lambda: _enqueue(turn.conversation_id), robust=True)
+        transaction.on_commit(lambda: enqueue_conversation(turn.conversation_id), robust=True)
     return Submission(turn, replayed=False)
 
 
@@ -154,23 +147,21 @@ def _cancel_pending(conversation: Conversation, *, reason: str) -> None:
     pending = list(_pending(conversation).select_for_update())
     if not pending:
         return
-    now = timezone.now()
-    Turn.objects.filter(pk__in=[t.pk for t in pending]).update(
-        status=Turn.Status.CANCELLED,
-        error_code="cancelled",
-        error_message=reason,
-        completed_at=now,
-        lease_expires_at=None,
-    )
+    cancelled = {
+        "status": Turn.Status.CANCELLED,
+        "error_code": "cancelled",
+        "error_message": reason,
+        "completed_at": timezone.now(),
+        "lease_expires_at": None,
+    }
+    Turn.objects.filter(pk__in=[t.pk for t in pending]).update(**cancelled)
 
     def announce():
         for turn in pending:
-            events.publish(
-                turn=turn,
-                event_type="turn.failed",
-                status=Turn.Status.CANCELLED,
-                error={"code": "cancelled", "message": reason},
-            )
+            for name, value in cancelled.items():
+                setattr(turn, name, value)
+            event_type, data = payloads.turn_ending(turn)
+            events.publish(turn=turn, event_type=event_type, **data)
 
     transaction.on_commit(announce, robust=True)
 
@@ -210,81 +201,29 @@ def turn_claim_next(*, conversation_id) -> Turn | None:
     moved to `processing` with a new attempt number and lease (and, as
     `conversation_agent_id`, the conversation's agent now), or None when there is
     nothing to run now. A `processing` turn whose lease has not expired blocks the ones
-    after it (its worker may still be alive); recovery deals with it when the lease ends.
+    after it (its worker may still be alive); one whose worker was lost too often is
+    failed here, and the next turn is claimed.
     """
-    claimed = _claim_if_queued(conversation_id)
-    if claimed is not None:
-        return claimed
     while True:
-        with transaction.atomic():
-            turn = (
-                Turn.objects.select_for_update(of=("self",))
-                # The agent row itself comes from agents.snapshot.
-                .annotate(conversation_agent_id=F("conversation__agent_id"))
-                .filter(conversation_id=conversation_id, status__in=Turn.PENDING)
-                .order_by("number")
-                .first()
-            )
-            if turn is None:
-                return None
-            now = timezone.now()
-            if turn.status == Turn.Status.PROCESSING:
-                if turn.lease_expires_at and turn.lease_expires_at > now:
-                    return None
-                if turn.attempt >= settings.TURN_MAX_ATTEMPTS:
-                    _fail_worker_lost(turn)
-                    continue
-            turn.status = Turn.Status.PROCESSING
-            turn.attempt += 1
-            turn.lease_expires_at = _lease_deadline()
-            turn.started_at = turn.started_at or now
-            turn.save(update_fields=["status", "attempt", "lease_expires_at", "started_at"])
+        now = timezone.now()
+        turn = hot_path_sql.claim_next_turn(
+            conversation_id,
+            lease_until=_lease_deadline(),
+            now=now,
+            max_attempts=settings.TURN_MAX_ATTEMPTS,
+        )
+        if turn is not None:
             return turn
-
-
-# The usual claim, in one statement: the conversation's first pending turn, if it is
-# queued. Anything else (a running turn ahead, an expired lease) takes the loop above.
-_CLAIM_QUEUED_SQL = """
-UPDATE conversations_turn
-SET status = %s, attempt = attempt + 1, lease_expires_at = %s,
-    started_at = COALESCE(started_at, %s)
-WHERE id = (
-    SELECT pending.id FROM conversations_turn AS pending
-    WHERE pending.conversation_id = %s AND pending.status IN ({pending})
-    ORDER BY pending.number
-    LIMIT 1 {for_update}
-) AND status = %s
-RETURNING {columns}, (
-    SELECT conversation.agent_id FROM conversations_conversation AS conversation
-    WHERE conversation.id = conversations_turn.conversation_id
-) AS conversation_agent_id
-"""
-
-
-def _claim_if_queued(conversation_id) -> Turn | None:
-    connection = connections[Turn.objects.db]
-    if not _can_return_from_update(connection):
-        return None
-    sql = _CLAIM_QUEUED_SQL.format(
-        pending=Turn.PENDING_SQL,
-        for_update="FOR UPDATE" if connection.features.has_select_for_update else "",
-        columns=rows.columns(Turn, "conversations_turn"),
-    )
-    params = [
-        Turn.Status.PROCESSING,
-        Turn.db_value("lease_expires_at", _lease_deadline(), connection),
-        Turn.db_value("started_at", timezone.now(), connection),
-        Turn.db_value("conversation", conversation_id, connection),
-        Turn.Status.QUEUED,
-    ]
-    return rows.select_one(Turn, sql, params)
-
-
-def _can_return_from_update(connection) -> bool:
-    """PostgreSQL, and SQLite from 3.35, return the rows an UPDATE changed."""
-    if connection.vendor == "sqlite":
-        return connection.Database.sqlite_version_info >= (3, 35)
-    return connection.vendor == "postgresql"
+        lost = Turn.objects.filter(
+            conversation_id=conversation_id,
+            status=Turn.Status.PROCESSING,
+            lease_expires_at__lt=now,
+            attempt__gte=settings.TURN_MAX_ATTEMPTS,
+        ).first()
+        if lost is None:
+            return None
+        with transaction.atomic():
+            _fail_worker_lost(lost)
 
 
 def turn_extend_lease(*, turn: Turn) -> bool:
@@ -303,25 +242,12 @@ def turn_finish(*, turn: Turn, status: str, **fields) -> bool:
     """
     now = timezone.now()
     latency_ms = int((now - turn.created_at).total_seconds() * 1000)
-    # Every turn ends here: without the query compiler (infrastructure/raw_rows.py).
-    updated = rows.update_where(
-        Turn,
-        {
-            "status": status,
-            "completed_at": now,
-            "latency_ms": latency_ms,
-            "lease_expires_at": None,
-            **fields,
-        },
-        pk=turn.pk,
-        attempt=turn.attempt,
-        status=Turn.Status.PROCESSING,
-    )
+    values = {"status": status, "completed_at": now, "latency_ms": latency_ms, **fields}
+    updated = hot_path_sql.finish_turn(turn, {**values, "lease_expires_at": None})
     if updated:
-        turn.status, turn.completed_at, turn.latency_ms = status, now, latency_ms
-        for name, value in fields.items():
+        for name, value in values.items():
             setattr(turn, name, value)
-    return bool(updated)
+    return updated
 
 
 def _fail_worker_lost(turn: Turn) -> bool:
@@ -339,19 +265,15 @@ def _fail_worker_lost(turn: Turn) -> bool:
         lease_expires_at=None,
     )
     if updated:
-        transaction.on_commit(
-            lambda: events.publish(
-                turn=turn,
-                event_type="turn.failed",
-                status=Turn.Status.FAILED,
-                error={"code": "worker_lost", "message": message},
-            )
-        )
+        turn.status, turn.error_code = Turn.Status.FAILED, "worker_lost"
+        turn.error_message = message
+        event_type, data = payloads.turn_ending(turn)
+        transaction.on_commit(lambda: events.publish(turn=turn, event_type=event_type, **data))
     return bool(updated)
 
 
 def turns_recover() -> dict[str, int]:
-    """Periodic recovery (DESIGN.md §3 step 5).
+    """Periodic recovery (docs/architecture.md, Turn engine).
 
     - `processing` turns whose lease expired: their worker is gone. Back to `queued` for
       another attempt, or `failed` with worker_lost after TURN_MAX_ATTEMPTS attempts.
@@ -382,5 +304,5 @@ def turns_recover() -> dict[str, int]:
         .distinct()
     )
     for conversation_id in conversations:
-        _enqueue(conversation_id)
+        enqueue_conversation(conversation_id)
     return {"requeued": requeued, "failed": failed, "conversations": len(conversations)}

@@ -11,7 +11,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 from rest_framework.exceptions import AuthenticationFailed
 
 from access.authentication import ApiKeyAuthentication
-from conversations import selectors
+from conversations import payloads, selectors
 from conversations.events import TERMINAL_TYPES, event_buffer
 from conversations.models import Turn
 from infrastructure.api_errors import error_body
@@ -30,31 +30,14 @@ def replay_from_database(turn: Turn, after_seq: int = 0) -> list[dict]:
     that already saw part of the stream: a reset, the whole text and the terminal event,
     numbered after what it saw, so nothing is lost and no text is doubled.
     """
-    base = {
-        "conversation": str(turn.conversation_id),
-        "turn_id": turn.turn_id,
-        "number": turn.number,
-    }
     if after_seq == 0:
-        events = [{**base, "type": "turn.accepted", "replayed": False}]
+        events = [payloads.turn_event(turn, "turn.accepted", replayed=False)]
     else:
-        events = [{**base, "type": "turn.reset"}]
+        events = [payloads.turn_event(turn, "turn.reset")]
     if turn.output:
-        events.append({**base, "type": "turn.delta", "text": turn.output})
-    if turn.status == Turn.Status.COMPLETED:
-        events.append(
-            {
-                **base,
-                "type": "turn.completed",
-                "status": turn.status,
-                "output": turn.output,
-                "usage": turn.usage,
-                "cost_usd": str(turn.cost_usd),
-                "echo": turn.public_echo,
-            }
-        )
-    else:
-        events.append({**base, "type": "turn.failed", "status": turn.status, "error": turn.error})
+        events.append(payloads.turn_event(turn, "turn.delta", text=turn.output))
+    event_type, data = payloads.turn_ending(turn)
+    events.append(payloads.turn_event(turn, event_type, **data))
     return [{**event, "seq": seq} for seq, event in enumerate(events, start=after_seq + 1)]
 
 

@@ -1,4 +1,4 @@
-"""Every API error has one shape: {"error": {"code", "message", "details"}} (DESIGN.md §4)."""
+"""Every API error has one shape: {"error": {"code", "message", "details"}} (docs/api.md)."""
 
 from typing import Any
 
@@ -16,55 +16,24 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from infrastructure.errors import DependencyUnavailable, DomainError
+
 log = structlog.get_logger("orchestra.api")
 
-
-class OrchestraError(exceptions.APIException):
-    """A domain error with a stable code from the DESIGN.md §4 table."""
-
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "validation_error"
-    default_detail = "The request is not valid."
-
-    def __init__(self, message: str | None = None, *, details: dict | None = None):
-        super().__init__(detail=message or self.default_detail, code=self.default_code)
-        self.details = details or {}
-
-
-class ConversationBusy(OrchestraError):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conversation_busy"
-    default_detail = "Another turn of this conversation is still running."
-
-
-class ConversationClosed(OrchestraError):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conversation_closed"
-    default_detail = "This conversation does not take new turns."
-
-
-class IdempotencyMismatch(OrchestraError):
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    default_code = "idempotency_mismatch"
-    default_detail = "This turn_id was already used with a different text."
-
-
-class BudgetExceeded(OrchestraError):
-    status_code = status.HTTP_402_PAYMENT_REQUIRED
-    default_code = "budget_exceeded"
-    default_detail = "A hard budget would be exceeded."
-
-
-class ProviderUnavailable(OrchestraError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_code = "provider_unavailable"
-    default_detail = "No model of this agent is available right now."
-
-
-class DependencyUnavailable(OrchestraError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_code = "dependency_unavailable"
-    default_detail = "A service Orchestra depends on is unavailable."
+# The HTTP status of each domain error code (docs/api.md).
+STATUS_BY_CODE = {
+    "validation_error": status.HTTP_400_BAD_REQUEST,
+    "not_authenticated": status.HTTP_401_UNAUTHORIZED,
+    "budget_exceeded": status.HTTP_402_PAYMENT_REQUIRED,
+    "forbidden": status.HTTP_403_FORBIDDEN,
+    "not_found": status.HTTP_404_NOT_FOUND,
+    "conversation_busy": status.HTTP_409_CONFLICT,
+    "conversation_closed": status.HTTP_409_CONFLICT,
+    "idempotency_mismatch": status.HTTP_422_UNPROCESSABLE_ENTITY,
+    "rate_limited": status.HTTP_429_TOO_MANY_REQUESTS,
+    "provider_unavailable": status.HTTP_503_SERVICE_UNAVAILABLE,
+    "dependency_unavailable": status.HTTP_503_SERVICE_UNAVAILABLE,
+}
 
 
 # A service we depend on did not answer: 503 dependency_unavailable, not 500 internal.
@@ -91,8 +60,6 @@ def _flatten_message(detail: Any) -> str:
 
 def _standard(exc: exceptions.APIException) -> tuple[str, str, dict]:
     """Map DRF's exceptions onto our codes: (code, message, details)."""
-    if isinstance(exc, OrchestraError):
-        return exc.default_code, str(exc.detail), exc.details
     if isinstance(exc, exceptions.ValidationError):
         details = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         return "validation_error", "Invalid input: " + _flatten_message(details), details
@@ -129,6 +96,10 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
     if isinstance(exc, DEPENDENCY_ERRORS):
         log.warning("api.dependency_unavailable", error=type(exc).__name__, exc_info=True)
         exc = DependencyUnavailable()
+    if isinstance(exc, DomainError):
+        return Response(
+            error_body(exc.code, exc.message, exc.details), status=STATUS_BY_CODE[exc.code]
+        )
     if not isinstance(exc, exceptions.APIException):
         log.exception("api.unhandled_exception", view=type(context.get("view")).__name__)
         return Response(

@@ -9,6 +9,7 @@ garbage collector's way (orchestra_site/gc_tuning.py).
 
 from django.conf import settings
 
+from conversations.dispatch import local_worker
 from conversations.events import layer_sender
 from orchestra_site.gc_tuning import freeze_startup_objects
 
@@ -23,8 +24,6 @@ class BindWorkersToServer:
             self._bound = True
             layer_sender.bind_running_loop()
             if settings.TURN_EXECUTOR == "threads":
-                from conversations.execution import local_worker
-
                 local_worker()
             freeze_startup_objects()
 

@@ -16,7 +16,7 @@ from agents.tools import Tool, get_tool, register
 from conversations.execution import drain_conversation
 from conversations.models import Conversation, Turn, TurnStep
 from conversations.services import turn_submit
-from infrastructure.api_errors import ConversationClosed
+from infrastructure.errors import ConversationClosed
 from tests.fakes import DisconnectReply, TextReply, ToolCallReply
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.llm_helpers import (

@@ -1,4 +1,4 @@
-"""POST /api/v1/shipping/quotes/ (DESIGN.md §4)."""
+"""POST /api/v1/shipping/quotes/ (docs/api.md)."""
 
 import pytest
 

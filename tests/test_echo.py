@@ -1,4 +1,5 @@
-"""Anti-echo: a reply that repeats a recent reply is flagged or regenerated (DESIGN.md §3)."""
+"""Anti-echo: a reply that repeats a recent reply is flagged or regenerated
+(docs/architecture.md)."""
 
 import pytest
 

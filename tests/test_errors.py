@@ -1,4 +1,4 @@
-"""Every API error has the DESIGN.md §4 shape: {"error": {"code", "message", "details"}}."""
+"""Every API error has the docs/api.md shape: {"error": {"code", "message", "details"}}."""
 
 import json
 

@@ -1,4 +1,5 @@
-"""Configuration as code: `manage.py orchestra_config export` and `apply` (DESIGN.md §6)."""
+"""Configuration as code: `manage.py orchestra_config export` and `apply`
+(docs/configuration.md)."""
 
 import copy
 from io import StringIO
@@ -150,7 +151,7 @@ CONFIGURED_EXPORT = {
     ],
 }
 
-# A hand-written file in the DESIGN.md shape: fields left out take their defaults.
+# A hand-written file in the docs/configuration.md shape: fields left out take their defaults.
 HAND_WRITTEN = {
     "providers": [
         {

@@ -1,4 +1,4 @@
-"""The LLM router (DESIGN.md §6, issue 4 "Reliability"): one retry loop, a circuit breaker
+"""The LLM router (docs/architecture.md, LLM router): one retry loop, a circuit breaker
 per model shared through Redis, fallback along the agent's model chain, usage per attempt.
 
 The official SDKs are driven through the adapters against the fake servers of tests/fakes

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from billing.models import UsageRecord
 from billing.services import usage_record_create
-from conversations import selectors
+from conversations import hot_path_sql, selectors
 from conversations.models import Conversation, Turn, TurnStep
 from infrastructure import raw_rows as rows
 from tests.llm_helpers import model_make, provider_make
@@ -344,7 +344,7 @@ def test_select_one_refuses_a_select_list_that_is_not_the_models(conversation):
 def test_a_generic_plan_of_the_pending_check_still_uses_the_partial_index(conversation):
     """After five runs PostgreSQL may plan a prepared statement once for any parameter;
     the pending statuses are literals in the SQL so that plan can use the index."""
-    sql = selectors._PENDING_STATUSES_SQL.replace("%s", "$1")
+    sql = hot_path_sql.PENDING_STATUSES_SQL.replace("%s", "$1")
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         cursor.execute("SET LOCAL enable_seqscan = off")

@@ -1,4 +1,4 @@
-"""REST API of conversations and turns (DESIGN.md §4)."""
+"""REST API of conversations and turns (docs/api.md)."""
 
 import threading
 import time
@@ -237,7 +237,7 @@ def test_staff_with_the_view_permission_see_but_cannot_submit_or_close(
         closed = staff_client.post(conversation_url(conversation, "close/"), format="json")
 
     assert (submitted.status_code, submitted.json()) == (404, NOT_FOUND)
-    # Closing is a change: staff who may only view are told so (DESIGN.md §4: forbidden).
+    # Closing is a change: staff who may only view are told so (docs/api.md: forbidden).
     assert closed.status_code == 403
     assert closed.json()["error"]["code"] == "forbidden"
     assert callbacks == []

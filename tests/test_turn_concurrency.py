@@ -1,5 +1,5 @@
-"""Submissions under concurrency (DESIGN.md §3 step 2): real threads, each with its own
-connection to the real PostgreSQL, turns executed by the embedded worker threads."""
+"""Submissions under concurrency (docs/architecture.md, turn engine): real threads, each
+with its own connection to the real PostgreSQL, turns executed by the embedded worker threads."""
 
 import itertools
 import threading

@@ -1,4 +1,5 @@
-"""A turn's events: numbered, buffered, and served as Server-Sent Events (DESIGN.md §3, §4).
+"""A turn's events: numbered, buffered, and served as Server-Sent Events
+(docs/architecture.md, docs/api.md).
 
 GET …/turns/{n}/events/ is an async view; it is requested through Django's AsyncClient.
 """

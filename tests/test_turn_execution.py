@@ -1,4 +1,4 @@
-"""Turn execution (DESIGN.md §3 steps 4-5): workers run turns to the end, in order, once.
+"""Turn execution (docs/architecture.md, turn engine): workers run turns to the end, in order, once.
 
 The embedded worker threads and a real Celery worker run the same code; leases and the
 attempt number fence out a worker that was presumed dead; recovery re-queues turns of

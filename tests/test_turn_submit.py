@@ -1,4 +1,4 @@
-"""Turn submission (DESIGN.md §3 steps 1-3): numbering, idempotency, double texts, closed
+"""Turn submission (docs/architecture.md, turn engine): numbering, idempotency, double texts, closed
 conversations. Service level; the after-commit work runs as a real commit would run it."""
 
 import pytest
@@ -10,7 +10,8 @@ from conversations.events import _keys
 from conversations.execution import drain_conversation
 from conversations.models import Conversation, Turn, text_digest
 from conversations.services import conversation_close, turn_claim_next, turn_submit
-from infrastructure.api_errors import ConversationBusy, ConversationClosed, IdempotencyMismatch
+from infrastructure.api_errors import STATUS_BY_CODE
+from infrastructure.errors import ConversationBusy, ConversationClosed, IdempotencyMismatch
 from tests.turn_helpers import (
     agent_make,
     buffered,
@@ -293,8 +294,8 @@ def test_a_conversation_that_is_not_active_takes_no_turn(
     ):
         turn_submit(conversation_id=conversation.pk, text=QUESTION, turn_id="msg-1")
 
-    assert raised.value.status_code == 409
-    assert raised.value.default_code == "conversation_closed"
+    assert raised.value.code == "conversation_closed"
+    assert STATUS_BY_CODE[raised.value.code] == 409
     assert callbacks == []
     assert footprint() == before
     assert before.turns == 0

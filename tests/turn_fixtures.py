@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from agents.models import Agent, Provider
 from agents.providers.factory import shared_provider
-from conversations import execution
+from conversations import dispatch
 from conversations.models import Conversation
 from orchestra_site import celery_app
 from tests.turn_helpers import agent_make, conversation_make
@@ -73,7 +73,7 @@ def local_model_delay(settings) -> Iterator[Callable[[int], None]]:
 
 @pytest.fixture
 def threads_executor(settings) -> Iterator[None]:
-    """Turns run on the embedded mode's worker threads (conversations.execution.LocalWorker).
+    """Turns run on the embedded mode's worker threads (conversations.dispatch.LocalWorker).
 
     Use with tests.turn_helpers.TRANSACTIONAL: the workers have their own database
     connections and only see committed rows.
@@ -92,10 +92,10 @@ def threads_executor(settings) -> Iterator[None]:
     try:
         yield
     finally:
-        worker = execution._local_worker
+        worker = dispatch._local_worker
         if worker is not None:
             worker._pool.shutdown(wait=True)
-            execution._local_worker = None
+            dispatch._local_worker = None
         database["CONN_MAX_AGE"] = max_age
         gc.collect()  # closes the connections of finished threads
 

@@ -2,7 +2,7 @@ from django.db import migrations
 
 
 def create_local_model(apps, schema_editor):
-    """The built-in local provider and its model always exist (DESIGN.md §6)."""
+    """The built-in local provider and its model always exist (docs/configuration.md)."""
     Provider = apps.get_model("agents", "Provider")
     LLMModel = apps.get_model("agents", "LLMModel")
     provider, _ = Provider.objects.get_or_create(name="local", defaults={"kind": "local"})

@@ -4,7 +4,7 @@ from access.roles import sync_roles
 
 
 class Migration(migrations.Migration):
-    """Operators manage the commerce configuration; viewers see it (DESIGN.md §4)."""
+    """Operators manage the commerce configuration; viewers see it (docs/api.md)."""
 
     dependencies = [
         ("agents", "0004_commerce"),

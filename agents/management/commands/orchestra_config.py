@@ -1,5 +1,5 @@
 """`orchestra_config export` and `orchestra_config apply`: the router set-up as YAML
-(DESIGN.md §6). The work is done by agents.config_io."""
+(docs/configuration.md). The work is done by agents.config_io."""
 
 import sys
 from pathlib import Path
