@@ -8,12 +8,11 @@ from commerce.countries import COUNTRIES
 from commerce.currencies import MINOR_UNITS
 from commerce.models import SalesChannel
 from commerce.quotes import MAX_WEIGHT_KG
+from infrastructure.api_fields import StrictCharField
 
 
 class QuoteInput(serializers.Serializer):
-    country = serializers.CharField(
-        max_length=2, help_text="Destination, ISO 3166-1 alpha-2 (e.g. DE)."
-    )
+    country = StrictCharField(max_length=2, help_text="Destination, ISO 3166-1 alpha-2 (e.g. DE).")
     weight_kg = serializers.DecimalField(
         max_digits=10, decimal_places=3, help_text="Parcel weight in kg, more than 0."
     )
@@ -22,10 +21,10 @@ class QuoteInput(serializers.Serializer):
         decimal_places=2,
         help_text='Order value in the quote\'s currency (a decimal string, e.g. "120.00").',
     )
-    channel = serializers.CharField(
+    channel = StrictCharField(
         max_length=32, required=False, help_text="Sales channel code; its currency is used."
     )
-    currency = serializers.CharField(
+    currency = StrictCharField(
         max_length=3,
         required=False,
         help_text="ISO 4217 currency of the quote. Needed only when the services to the "

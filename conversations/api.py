@@ -22,8 +22,10 @@ from conversations.serializers import (
     TURN_ID_VALIDATOR,
     ConversationCreateInput,
     ConversationOutput,
+    ConversationPage,
     TurnCreateInput,
     TurnOutput,
+    TurnPage,
     WaitQuery,
 )
 from infrastructure.errors import InvalidInput
@@ -52,7 +54,7 @@ class ConversationListCreate(APIView):
         operation_id="conversations_list",
         summary="List conversations",
         description="Your conversations, newest first; staff with the view permission see all.",
-        responses=ConversationOutput(many=True),
+        responses=ConversationPage,
     )
     def get(self, request: Request) -> Response:
         paginator = ConversationPagination()
@@ -132,7 +134,7 @@ class TurnListCreate(APIView):
     @extend_schema(
         operation_id="turns_list",
         summary="Turns of a conversation, by number",
-        responses=TurnOutput(many=True),
+        responses=TurnPage,
     )
     def get(self, request: Request, conversation_id) -> Response:
         conversation = _visible_conversation(request, conversation_id)

@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from conversations.models import Conversation, Turn
 from conversations.payloads import turn_payload
+from infrastructure.api_fields import StrictCharField, StrictSlugField
 from infrastructure.prefer import MAX_WAIT_S
 
 TURN_ID_VALIDATOR = RegexValidator(
@@ -15,7 +16,7 @@ MAX_TEXT = 8000
 
 
 class ConversationCreateInput(serializers.Serializer):
-    agent = serializers.SlugField(required=False, allow_null=True, max_length=64)
+    agent = StrictSlugField(required=False, allow_null=True, max_length=64)
     metadata = serializers.DictField(required=False, default=dict)
 
     def validate_metadata(self, value):
@@ -49,8 +50,8 @@ class ConversationOutput(serializers.ModelSerializer):
 
 
 class TurnCreateInput(serializers.Serializer):
-    text = serializers.CharField(max_length=MAX_TEXT, trim_whitespace=False)
-    turn_id = serializers.CharField(
+    text = StrictCharField(max_length=MAX_TEXT, trim_whitespace=False)
+    turn_id = StrictCharField(
         required=False, max_length=64, validators=[TURN_ID_VALIDATOR], trim_whitespace=False
     )
 
@@ -61,8 +62,12 @@ class TurnCreateInput(serializers.Serializer):
 
 
 class TurnOutput(serializers.ModelSerializer):
+    """The turn's fields, declared for the schema; the rendering is payloads.turn_payload."""
+
     conversation = serializers.UUIDField(source="conversation_id", read_only=True)
-    agent = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    agent = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True, help_text="Null until routed."
+    )
     error = serializers.SerializerMethodField()
     usage = serializers.SerializerMethodField()
     cost_usd = serializers.DecimalField(max_digits=14, decimal_places=6, read_only=True)
@@ -102,6 +107,18 @@ class TurnOutput(serializers.ModelSerializer):
 
     def get_echo(self, obj) -> dict | None:
         return obj.public_echo
+
+
+class ConversationPage(serializers.Serializer):
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = ConversationOutput(many=True)
+
+
+class TurnPage(serializers.Serializer):
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = TurnOutput(many=True)
 
 
 class WaitQuery(serializers.Serializer):

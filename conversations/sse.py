@@ -8,6 +8,7 @@ import json
 
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import AuthenticationFailed
 
 from access.authentication import ApiKeyAuthentication
@@ -17,6 +18,7 @@ from conversations.models import Turn
 from infrastructure.api_errors import error_body
 
 KEEPALIVE_SECONDS = 15
+EVENT_TYPES = frozenset({"turn.accepted", "turn.delta", "turn.reset", "turn.tool", *TERMINAL_TYPES})
 
 
 def _format(event: dict) -> str:
@@ -69,6 +71,7 @@ def _reload(turn: Turn) -> Turn:
     return Turn.objects.get(pk=turn.pk)
 
 
+@csrf_exempt  # GET only; any other method is answered 405 in the API's format
 async def turn_events(request, conversation_id, number: int):
     if request.method != "GET":
         return JsonResponse(error_body("method_not_allowed", "Use GET."), status=405)
@@ -129,3 +132,62 @@ async def _stream(turn: Turn, after_seq: int):
                 yield _format(event)
             return
         yield ": keepalive\n\n"
+
+
+def add_to_schema(result, generator, request, public):
+    """drf-spectacular postprocessing hook: this view is not DRF's, so its operation is
+    declared here."""
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    result["paths"]["/api/v1/conversations/{conversation_id}/turns/{number}/events/"] = {
+        "get": {
+            "operationId": "turns_events",
+            "summary": "A turn's events, streamed",
+            "description": (
+                "Server-Sent Events: each event's `id` is its `seq`, its `event` the type, "
+                "its `data` the event as JSON. Ends after the turn's terminal event. "
+                "`Last-Event-ID` resumes after that seq."
+            ),
+            "tags": ["v1"],
+            "parameters": [
+                {
+                    "in": "path",
+                    "name": "conversation_id",
+                    "schema": {"type": "string", "format": "uuid"},
+                    "required": True,
+                },
+                {"in": "path", "name": "number", "schema": {"type": "integer"}, "required": True},
+                {
+                    "in": "header",
+                    "name": "Last-Event-ID",
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"},
+                    "description": "Resume after the event with this seq.",
+                },
+            ],
+            "security": [{"bearerAuth": []}, {"cookieAuth": []}],
+            "responses": {
+                "200": {
+                    "description": "The event stream.",
+                    "content": {
+                        "text/event-stream": {
+                            "schema": {
+                                "type": "object",
+                                "description": "One event; `data` is the event as JSON.",
+                                "properties": {
+                                    "id": {"type": "string", "pattern": "^[0-9]+$"},
+                                    "event": {"type": "string", "enum": sorted(EVENT_TYPES)},
+                                    "data": {"type": "string"},
+                                },
+                                "required": ["id", "event", "data"],
+                            }
+                        }
+                    },
+                },
+                "400": {"description": "validation_error: a bad Last-Event-ID.", "content": error},
+                "401": {"description": "not_authenticated.", "content": error},
+                "404": {"description": "not_found.", "content": error},
+                "500": {"description": "internal.", "content": error},
+                "503": {"description": "dependency_unavailable.", "content": error},
+            },
+        }
+    }
+    return result

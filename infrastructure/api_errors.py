@@ -11,6 +11,8 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpResponsePermanentRedirect, JsonResponse
 from django.urls import Resolver404, resolve
+from django.views import csrf
+from django.views.decorators.csrf import csrf_exempt
 from django.views.defaults import page_not_found, server_error
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -121,6 +123,7 @@ def _is_api(request) -> bool:
     return request.path.startswith("/api/")
 
 
+@csrf_exempt  # a POST to an unknown API path is a 404, not a CSRF failure
 def not_found_view(request, exception=None):
     """handler404: JSON for API paths, Django's page elsewhere. An API path that only
     lacks its trailing slash is redirected to it, as APPEND_SLASH would."""
@@ -147,3 +150,12 @@ def server_error_view(request):
             status=500,
         )
     return server_error(request)
+
+
+def csrf_failure(request, reason=""):
+    """CSRF_FAILURE_VIEW: JSON for API paths, Django's page elsewhere."""
+    if _is_api(request):
+        return JsonResponse(
+            error_body("forbidden", f"CSRF check failed: {reason}".rstrip(": ")), status=403
+        )
+    return csrf.csrf_failure(request, reason)

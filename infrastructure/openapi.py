@@ -23,6 +23,7 @@ STANDARD_ERRORS = {
     "404": "not_found: no such object (also objects of other users).",
     "429": "rate_limited: throttled; wait the Retry-After seconds.",
     "500": "internal: an unexpected error; quote the X-Request-ID.",
+    "503": "dependency_unavailable: a service Orchestra depends on did not answer.",
 }
 
 

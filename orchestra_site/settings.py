@@ -216,6 +216,8 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = not PRODUCTION
 
 LOGIN_URL = "admin:login"
+# API paths answer a refused CSRF check in the API's error format.
+CSRF_FAILURE_VIEW = "infrastructure.api_errors.csrf_failure"
 
 # --- Security (production) -------------------------------------------------------
 if PRODUCTION:
@@ -237,7 +239,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["infrastructure.json_input.StorableJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # The same throttles, with their history in Redis when there is one
     # (access/throttling.py).
@@ -268,6 +270,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "conversations.sse.add_to_schema",
+    ],
 }
 
 # --- Celery --------------------------------------------------------------------------
