@@ -59,8 +59,9 @@ format: install
 	$(BIN)/ruff check --fix .
 
 check: lint
+	$(BIN)/mypy
 	env -u DATABASE_URL -u REDIS_URL ORCHESTRA_DATA_DIR=$$(mktemp -d) \
 		$(BIN)/python manage.py makemigrations --check --dry-run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache staticfiles

@@ -1,13 +1,13 @@
 from datetime import datetime, timedelta
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from access.models import ApiKey
 
 
 def api_key_create(
-    *, user: AbstractBaseUser, name: str, expires_at: datetime | None = None
+    *, user: User, name: str, expires_at: datetime | None = None
 ) -> tuple[ApiKey, str]:
     """Create a key for `user`. Returns the row and the plaintext key, which is not stored
     anywhere and cannot be shown again."""

@@ -7,6 +7,7 @@ by its name (conversations/tasks.py), so the modules it runs are not imported he
 """
 
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import structlog
@@ -20,7 +21,7 @@ RUN_TURNS = "conversations.run_conversation_turns"
 RECOVER_TURNS = "conversations.recover_turns"
 
 
-def enqueue_conversation(conversation_id) -> None:
+def enqueue_conversation(conversation_id: uuid.UUID | str) -> None:
     if settings.TURN_EXECUTOR == "celery":
         current_app.send_task(RUN_TURNS, args=[str(conversation_id)])
     else:
@@ -31,7 +32,7 @@ class LocalWorker:
     """The embedded mode's workers: a thread pool off the server's event loop, and a
     recovery timer standing in for Celery beat."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._stopping = threading.Event()
         self._pool = ThreadPoolExecutor(
             max_workers=settings.TURN_WORKER_THREADS, thread_name_prefix="turn-worker"
@@ -41,7 +42,7 @@ class LocalWorker:
         )
         self._recovery.start()
 
-    def submit(self, conversation_id) -> None:
+    def submit(self, conversation_id: uuid.UUID | str) -> None:
         self._pool.submit(self._run, str(conversation_id))
 
     @staticmethod

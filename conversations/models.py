@@ -56,6 +56,10 @@ class Conversation(models.Model):
         return conversation_group(self.id)
 
 
+# A conversation's key as callers hold it: a UUID, or its text in a Celery task's arguments.
+ConversationId = uuid.UUID | str
+
+
 def conversation_group(conversation_id: uuid.UUID) -> str:
     return f"conversation.{conversation_id.hex}"
 

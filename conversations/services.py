@@ -7,17 +7,19 @@ a newer state: the losing write matches no row and changes nothing.
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from agents import snapshot
 from agents.models import Agent
 from conversations import events, hot_path_sql, payloads, selectors
 from conversations.dispatch import enqueue_conversation
-from conversations.models import Conversation, Turn, text_digest
+from conversations.models import Conversation, ConversationId, Turn, text_digest
 from conversations.mood import next_mood, sentiment
 from infrastructure.errors import (
     ConversationBusy,
@@ -27,7 +29,9 @@ from infrastructure.errors import (
 )
 
 
-def conversation_create(*, owner, agent_slug: str | None = None, metadata: dict | None = None):
+def conversation_create(
+    *, owner: User, agent_slug: str | None = None, metadata: dict[str, object] | None = None
+) -> Conversation:
     if agent_slug:
         agent = Agent.objects.filter(slug=agent_slug, is_active=True).first()
         if agent is None:
@@ -62,7 +66,7 @@ class Submission:
 
 
 def turn_submit(
-    *, conversation_id: uuid.UUID, text: str, turn_id: str | None = None, owner=None
+    *, conversation_id: uuid.UUID, text: str, turn_id: str | None = None, owner: User | None = None
 ) -> Submission:
     """Record a turn and have it executed, exactly once per (conversation, turn_id).
 
@@ -132,7 +136,7 @@ def _follow_mood(conversation: Conversation, agent: Agent, score: float) -> bool
     return low and conversation.low_mood_turns >= agent.escalate_after_turns
 
 
-def _pending(conversation: Conversation):
+def _pending(conversation: Conversation) -> QuerySet[Turn]:
     return Turn.objects.filter(conversation=conversation, status__in=Turn.PENDING)
 
 
@@ -156,7 +160,7 @@ def _cancel_pending(conversation: Conversation, *, reason: str) -> None:
     }
     Turn.objects.filter(pk__in=[t.pk for t in pending]).update(**cancelled)
 
-    def announce():
+    def announce() -> None:
         for turn in pending:
             for name, value in cancelled.items():
                 setattr(turn, name, value)
@@ -166,7 +170,9 @@ def _cancel_pending(conversation: Conversation, *, reason: str) -> None:
     transaction.on_commit(announce, robust=True)
 
 
-def conversation_apply_sink(*, conversation_id, sink: str, transfer_to: str | None) -> None:
+def conversation_apply_sink(
+    *, conversation_id: ConversationId, sink: str, transfer_to: str | None
+) -> None:
     """Apply an agent's sink or transfer to the conversation, if it is still active.
 
     Call inside the transaction that completes the turn. A sink ends the conversation for
@@ -190,11 +196,11 @@ def conversation_apply_sink(*, conversation_id, sink: str, transfer_to: str | No
 # --- The turn state machine, driven by the executor ---------------------------------------
 
 
-def _lease_deadline():
+def _lease_deadline() -> datetime:
     return timezone.now() + timedelta(seconds=settings.TURN_LEASE_SECONDS)
 
 
-def turn_claim_next(*, conversation_id) -> Turn | None:
+def turn_claim_next(*, conversation_id: ConversationId) -> Turn | None:
     """Claim the conversation's next turn for execution, in number order.
 
     Precondition: the caller holds the conversation's execution lock. Returns the turn
@@ -235,7 +241,7 @@ def turn_extend_lease(*, turn: Turn) -> bool:
     )
 
 
-def turn_finish(*, turn: Turn, status: str, **fields) -> bool:
+def turn_finish(*, turn: Turn, status: str, **fields: object) -> bool:
     """Write the outcome of the current attempt. A stale attempt's write changes nothing.
 
     Returns whether the write happened; only then may the terminal event be published.
@@ -282,7 +288,7 @@ def turns_recover() -> dict[str, int]:
     worker is in fact on them.
     """
     now = timezone.now()
-    conversations: set = set()
+    conversations: set[uuid.UUID] = set()
     requeued = failed = 0
     expired = Turn.objects.filter(status=Turn.Status.PROCESSING, lease_expires_at__lt=now)
     for turn in expired.only("pk", "attempt", "conversation_id", "turn_id", "number"):

@@ -11,22 +11,27 @@ plain values only, no expressions (`F()`, `Now()`). `select_one` reads a row of 
 into a model instance with the fields' own converters, as `Model.objects.raw()` does.
 """
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 from django.db import DatabaseError, connections, router, transaction
-from django.db.models import NOT_PROVIDED
+from django.db.models import NOT_PROVIDED, Model
+
+M = TypeVar("M", bound=Model)
 
 _INSERTS: dict = {}  # (model, database alias) -> what _insert_sql() returns
 _COLUMNS: dict = {}  # (model, table, database alias) -> select list
 _READERS: dict = {}  # (model, database alias) -> what _reader() returns
 
 
-def insert(obj):
+def insert(obj: M) -> M:
     """INSERT `obj` as a new row, as `Model.objects.create()` would, and set its primary
     key (an auto field) from the database. Returns `obj`."""
     insert_all([obj])
     return obj
 
 
-def insert_all(objs: list) -> list:
+def insert_all(objs: list[M]) -> list[M]:
     """INSERT `objs`, all of one model, as `Model.objects.bulk_create()` would: in one
     statement where the database returns the new keys of several rows (PostgreSQL,
     SQLite 3.35+) and takes that many parameters, else in several. Sets each object's
@@ -127,7 +132,7 @@ def columns(model, table: str | None = None) -> str:
     return _COLUMNS[key]
 
 
-def select_one(model, sql: str, params) -> object | None:
+def select_one(model: type[M], sql: str, params: Sequence[object]) -> M | None:
     """The first row of `sql` as a `model` instance, as `model.objects.raw(sql, params)`
     gives it, or None: without the set-up RawQuerySet does for each query (half of its
     cost for one row). The select list starts with `columns(model)`; columns after those
