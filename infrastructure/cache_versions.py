@@ -1,19 +1,14 @@
 """Versions in the shared cache that tell each process when its copy of some rows is stale.
 
 A process keeps rows it reads on every request or turn (routing rules, API keys) and
-compares one version key per use instead of querying. A save or delete of a watched
-model sets a new version: at once, and again when the transaction commits, so a process
-that reloaded in between (and may have read the old rows) reloads once more.
+compares one version per use instead of querying. A save or delete of a watched model sets
+a new version at once and again at commit, so a process that reloaded in between reloads
+once more. Another process sees a change within READ_EVERY_S; the process that made it, at
+once.
 
-A process reads the shared version at most every READ_EVERY_S (a tenth of a second): a
-change made in another process reaches it within that time, one made in the process
-itself at once. A web process serving 50 requests a second so reads each version at most
-ten times a second instead of 50.
-
-Two limits keep a copy honest when a new version cannot be set (Redis unreachable at
-that moment) or is never seen: the token a process compares also changes every
-MAX_AGE_S seconds, and every second without a cache shared between processes (the
-embedded mode, where a `manage.py` command's new version stays in its own process).
+A lost version (Redis unreachable when it was set) cannot keep a copy forever: the token
+also changes every MAX_AGE_S, and every MAX_AGE_UNSHARED_S without a cache shared between
+processes (the embedded mode, where a `manage.py` command's version stays in its own).
 """
 
 import threading

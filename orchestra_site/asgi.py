@@ -1,13 +1,9 @@
 """ASGI entry point: Django for HTTP, Channels for WebSockets.
 
-HTTP requests for Django's sync views run through Django's WSGI handler on fixed pools of
-threads (orchestra_site/wsgi_threads.py): long-polls (`?wait=`, `Prefer: wait=`) on a
-pool of their own, so that waiting clients never hold up the others, everything else on
-the main pool.
-Django's ASGI handler would run each of them in a new thread with several hops between
-the event loop and that thread, which on this project's hot path costs 4 to 5 ms of CPU
-per request (docs/performance.md). Async views, which stream from the event loop, go to
-Django's ASGI handler.
+Django's sync views run on fixed pools of threads (orchestra_site/wsgi_threads.py),
+long-polls on a pool of their own so that waiting clients never hold up the others:
+Django's ASGI handler spent 4 to 5 ms more CPU per request hopping between the event loop
+and a new thread (docs/performance.md). Async views go to Django's ASGI handler.
 """
 
 import os

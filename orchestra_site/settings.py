@@ -136,11 +136,9 @@ if DATABASE_URL:
         DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
         DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     if _postgresql and env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
-        # Parameters bound by the server, and a statement run more than 5 times on a
-        # connection prepared there: PostgreSQL stops planning the turn's statements anew
-        # (its CPU per turn a quarter lower, the web's a little higher: docs/performance.md).
-        # Off behind a pooler that cannot keep prepared statements (PgBouncer in
-        # transaction mode before 1.22 or without max_prepared_statements).
+        # A statement run more than 5 times on a connection is prepared there: PostgreSQL's
+        # CPU per turn a quarter lower (docs/performance.md). Off behind a pooler that
+        # cannot keep prepared statements (PgBouncer in transaction mode before 1.22).
         DATABASES["default"].setdefault("OPTIONS", {}).update(
             server_side_binding=True, prepare_threshold=5
         )
@@ -279,16 +277,9 @@ SPECTACULAR_SETTINGS = {
 # --- Celery --------------------------------------------------------------------------
 # The longest a turn may run.
 TURN_TIMEOUT_SECONDS = env.int("TURN_TIMEOUT_SECONDS", default=300)
-# Kombu's Redis transport can emulate acknowledgements, to redeliver the task of a worker
-# that died once a visibility timeout has passed: every task is then also written to and
-# removed from an "unacked" set, two more round trips and about half a millisecond more
-# of the worker's CPU per task here (docs/performance.md). Turns need none of it: the turn
-# engine's own recovery brings back a turn whose worker died (its lease expires) or whose
-# task died with its worker (queued too long) within TURN_REQUEUE_AFTER_SECONDS plus one
-# recovery interval, where the emulation would wait out its timeout. A worker that is
-# stopped puts back the tasks it had taken and not finished. With an AMQP broker the
-# option is ignored and late acknowledgements redeliver at once, which the lock and the
-# claim make harmless.
+# No emulated acknowledgements on Redis (two more round trips and 0.5 ms of worker CPU per
+# task, docs/performance.md): the turn engine's recovery brings back the turns of a worker
+# that died, sooner than the emulation's visibility timeout would.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"ack_emulation": False}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
