@@ -1,7 +1,9 @@
 """A circuit breaker per model (pybreaker). Full stack: its state lives in Redis
 (CircuitRedisStorage), so every process sees the same open circuit; embedded: memory."""
 
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pybreaker
@@ -11,6 +13,7 @@ from redis.exceptions import RedisError
 
 from agents import metrics
 from agents.providers.base import CallbackError, ProviderError, StreamAborted
+from infrastructure.off_loop import off_loop
 from infrastructure.redis_client import sync_client
 
 log = structlog.get_logger("orchestra.breakers")
@@ -102,3 +105,18 @@ def circuit_state(model) -> str:
 
 def is_open(model) -> bool:
     return circuit_state(model) == pybreaker.STATE_OPEN
+
+
+@contextlib.asynccontextmanager
+async def calling(model) -> AsyncIterator[None]:
+    """The model's circuit breaker around an async call: CircuitBreakerError when it is
+    open. Its state is read and written off the event loop (in Redis in full stack)."""
+    breaker = await off_loop(breaker_for, model)  # built once per model: a Redis write
+    guard = breaker.calling()
+    await off_loop(guard.__enter__)
+    try:
+        yield
+    except BaseException as error:
+        await off_loop(guard.__exit__, type(error), error, error.__traceback__)
+        raise
+    await off_loop(guard.__exit__, None, None, None)

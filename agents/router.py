@@ -8,23 +8,24 @@ the next one. Text already streamed by a failed attempt is taken back with `on_r
 the text of two attempts is never concatenated.
 """
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pybreaker
 import structlog
 from django.conf import settings
 from tenacity import (
+    AsyncRetrying,
     RetryCallState,
-    Retrying,
-    retry_if_exception,
     stop_after_attempt,
     wait_exponential_jitter,
 )
+from tenacity.asyncio import retry_if_exception
 
 from agents import health, metrics
-from agents.breakers import breaker_for, is_open
+from agents.breakers import calling, is_open
 from agents.models import LLMModel
 from agents.providers.base import (
     CallbackError,
@@ -38,6 +39,7 @@ from agents.providers.base import (
 )
 from agents.providers.factory import shared_provider
 from agents.providers.local import count_tokens
+from infrastructure.off_loop import off_loop
 
 log = structlog.get_logger("orchestra.router")
 
@@ -83,11 +85,15 @@ class ModelResponse:
     latency_ms: int = 0
 
 
+async def do_nothing(*args) -> None:
+    return None
+
+
 @dataclass
 class RouterCallbacks:
-    on_delta: Callable[[str], None]
-    on_reset: Callable[[], None] = lambda: None
-    on_model_call: Callable[[ModelCall], None] = lambda call: None
+    on_delta: Callable[[str], Awaitable[None]]
+    on_reset: Callable[[], Awaitable[None]] = do_nothing
+    on_model_call: Callable[[ModelCall], Awaitable[None]] = do_nothing
     should_stop: Callable[[], bool] = lambda: False
 
 
@@ -106,12 +112,12 @@ def _retryable(error: BaseException) -> bool:
     return isinstance(error, ProviderError) and error.retryable
 
 
-def complete(
+async def complete(
     *,
     chain: list[LLMModel],
     request_for: Callable[[LLMModel], ModelRequest],
     callbacks: RouterCallbacks,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> ModelResponse:
     """Get one response from the first model of `chain` that can give it.
 
@@ -132,31 +138,35 @@ def complete(
             continue
         try:
             # An open circuit refuses the call before anything is sent (CircuitBreakerError).
-            return _call_with_retries(model, request, callbacks, sleep)
+            return await _call_with_retries(model, request, callbacks, sleep)
         except (ProviderError, pybreaker.CircuitBreakerError) as error:
             kind = error.kind if isinstance(error, ProviderError) else "circuit_open"
             failures.append((model.name, kind))
     raise AllModelsFailed(failures)
 
 
-def _call_with_retries(model, request, callbacks, sleep) -> ModelResponse:
+async def _call_with_retries(model, request, callbacks, sleep) -> ModelResponse:
     attempts = 0
-    retrying = Retrying(
+
+    async def retryable(error: BaseException) -> bool:
+        # Once the circuit is open, another attempt could only hit it: fall back at once.
+        return _retryable(error) and not await off_loop(is_open, model)
+
+    retrying = AsyncRetrying(
         stop=stop_after_attempt(model.provider.max_retries + 1),
         wait=_wait,
-        # Once the circuit is open, another attempt could only hit it: fall back at once.
-        retry=retry_if_exception(lambda error: _retryable(error) and not is_open(model)),
+        retry=retry_if_exception(retryable),
         sleep=sleep,
         reraise=True,
     )
-    for attempt in retrying:
+    async for attempt in retrying:
         with attempt:
             attempts += 1
-            return _call_once(model, request, callbacks, attempts)
+            return await _call_once(model, request, callbacks, attempts)
     raise AssertionError("unreachable: tenacity reraises the last error")
 
 
-def _call_once(model, request, callbacks: RouterCallbacks, attempt: int) -> ModelResponse:
+async def _call_once(model, request, callbacks: RouterCallbacks, attempt: int) -> ModelResponse:
     """One attempt, inside the model's circuit breaker, reporting its usage either way."""
     try:
         provider = shared_provider(model.provider.config())
@@ -167,10 +177,10 @@ def _call_once(model, request, callbacks: RouterCallbacks, attempt: int) -> Mode
     first_token: float | None = None
     parts: list[str] = []
 
-    def report(outcome: str, error_class: str = "") -> None:
+    async def report(outcome: str, error_class: str = "") -> None:
         latency_ms = int((time.monotonic() - started) * 1000)
         usage = response.usage or _estimate(request, "".join(parts))
-        callbacks.on_model_call(
+        await callbacks.on_model_call(
             ModelCall(
                 model=model,
                 attempt=attempt,
@@ -188,19 +198,19 @@ def _call_once(model, request, callbacks: RouterCallbacks, attempt: int) -> Mode
         metrics.LLM_LATENCY.labels(model.name).observe(latency_ms / 1000)
         metrics.TOKENS.labels(model.name, "input").inc(usage.input_tokens)
         metrics.TOKENS.labels(model.name, "output").inc(usage.output_tokens)
-        health.record_call(model, latency_ms=latency_ms, error=error_class or None)
+        await off_loop(health.record_call, model, latency_ms=latency_ms, error=error_class or None)
         response.latency_ms = latency_ms
 
     try:
-        with breaker_for(model).calling():
-            for event in provider.stream(request):
+        async with calling(model):
+            async for event in provider.stream(request):
                 if callbacks.should_stop():
                     raise StreamAborted()
                 if isinstance(event, TextDelta):
                     first_token = first_token or time.monotonic()
                     parts.append(event.text)
                     try:
-                        callbacks.on_delta(event.text)
+                        await callbacks.on_delta(event.text)
                     except Exception as error:
                         raise CallbackError(type(error).__name__) from error
                 elif isinstance(event, ToolCall):
@@ -210,7 +220,7 @@ def _call_once(model, request, callbacks: RouterCallbacks, attempt: int) -> Mode
                 elif isinstance(event, Finish):
                     response.finish_reason = event.reason
     except StreamAborted:
-        report("error", "aborted")
+        await report("error", "aborted")
         raise
     except pybreaker.CircuitBreakerError:
         raise  # opened meanwhile by another call: nothing was sent, nothing to bill
@@ -222,15 +232,15 @@ def _call_once(model, request, callbacks: RouterCallbacks, attempt: int) -> Mode
             log.exception("router.unexpected_error", model=model.name)
             error = ProviderError("bad_response", type(error).__name__)
         kind = error.kind
-        report("reset" if parts else "error", kind)
+        await report("reset" if parts else "error", kind)
         log.warning(
             "router.call_failed", model=model.name, attempt=attempt, kind=kind, streamed=bool(parts)
         )
         if parts:
-            callbacks.on_reset()
+            await callbacks.on_reset()
         raise error from None
     response.text = "".join(parts)
-    report("ok")
+    await report("ok")
     return response
 
 

@@ -3,12 +3,12 @@
 It knows nothing about conversations or persistence: it takes the agent, the history and
 the new input, runs the tool-calling loop through the router, streams text through the
 callbacks, and returns the outcome (final text, steps, sink or transfer). The caller
-applies the outcome.
+applies the outcome. It runs on an event loop; tools, which read the database, run off it.
 """
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -17,6 +17,7 @@ from agents import router, snapshot
 from agents.models import Agent, LLMModel
 from agents.providers.base import NO_REPEAT_INSTRUCTION, ModelRequest, ToolCall
 from agents.tools import ToolContext, ToolError, get_tool
+from infrastructure.off_loop import off_loop
 
 log = structlog.get_logger("orchestra.runtime")
 
@@ -57,10 +58,10 @@ class AgentOutcome:
 
 @dataclass
 class RuntimeCallbacks:
-    on_delta: Callable[[str], None]
-    on_reset: Callable[[], None] = lambda: None
-    on_tool: Callable[[str, str, str], None] = lambda name, status, summary: None
-    on_model_call: Callable[[router.ModelCall], None] = lambda call: None
+    on_delta: Callable[[str], Awaitable[None]]
+    on_reset: Callable[[], Awaitable[None]] = router.do_nothing
+    on_tool: Callable[[str, str, str], Awaitable[None]] = router.do_nothing
+    on_model_call: Callable[[router.ModelCall], Awaitable[None]] = router.do_nothing
     on_step: Callable[["Step"], None] = lambda step: None
     should_stop: Callable[[], bool] = lambda: False
 
@@ -92,7 +93,7 @@ def fit_messages(
     return system + kept + tail
 
 
-def run_agent(
+async def run_agent(
     *,
     agent: Agent,
     history: list[tuple[str, str]],
@@ -104,7 +105,7 @@ def run_agent(
 ) -> AgentOutcome:
     """Run `agent` on `text` after `history` [(user text, reply)], along `chain` (by
     default the agent's model chain now)."""
-    chain = snapshot.model_chain(agent) if chain is None else list(chain)
+    chain = await off_loop(snapshot.model_chain, agent) if chain is None else list(chain)
     tools = [tool for name in agent.tools if (tool := get_tool(name)) is not None]
     system = [{"role": "system", "content": agent.system_prompt}] if agent.system_prompt else []
     past = [
@@ -135,18 +136,18 @@ def run_agent(
         outcome.steps.append(step)
         callbacks.on_step(step)
 
-    def on_model_call(call: router.ModelCall) -> None:
+    async def on_model_call(call: router.ModelCall) -> None:
         outcome.input_tokens += call.input_tokens
         outcome.output_tokens += call.output_tokens
         outcome.model_ms += call.latency_ms
-        callbacks.on_model_call(call)
+        await callbacks.on_model_call(call)
 
-    def on_reset() -> None:
+    async def on_reset() -> None:
         # A reset takes back everything streamed so far, earlier steps' text included:
         # stream that again so what clients show is what the output will be.
-        callbacks.on_reset()
+        await callbacks.on_reset()
         if earlier := "".join(texts):
-            callbacks.on_delta(earlier)
+            await callbacks.on_delta(earlier)
 
     router_callbacks = router.RouterCallbacks(
         on_delta=callbacks.on_delta,
@@ -156,7 +157,9 @@ def run_agent(
     )
     context = ToolContext(agent_slug=agent.slug, conversation_id=conversation_id)
     for _ in range(agent.max_tool_steps):
-        response = router.complete(chain=chain, request_for=request_for, callbacks=router_callbacks)
+        response = await router.complete(
+            chain=chain, request_for=request_for, callbacks=router_callbacks
+        )
         record(
             Step(
                 kind="model_call",
@@ -184,7 +187,7 @@ def run_agent(
             }
         )
         for call in response.tool_calls:
-            step, sink = _run_tool(call, agent, context, callbacks)
+            step, sink = await _run_tool(call, agent, context, callbacks)
             record(step)
             tail.append(
                 {
@@ -197,7 +200,7 @@ def run_agent(
             if sink is not None:
                 closing = "" if "".join(texts).strip() else SINK_MESSAGES[sink]
                 if closing:
-                    callbacks.on_delta(closing)
+                    await callbacks.on_delta(closing)
                     texts.append(closing)
                 outcome.text = "".join(texts)
                 outcome.sink = sink
@@ -206,13 +209,15 @@ def run_agent(
     raise StepLimitExceeded(f"No answer after {agent.max_tool_steps} model calls.")
 
 
-def _run_tool(call: ToolCall, agent: Agent, context: ToolContext, callbacks: RuntimeCallbacks):
+async def _run_tool(
+    call: ToolCall, agent: Agent, context: ToolContext, callbacks: RuntimeCallbacks
+):
     """Run one tool call. Errors go back to the model as the tool's result, never up."""
     started = time.monotonic()
     tool = get_tool(call.name) if call.name in agent.tools else None
     step = Step(kind="tool_call", name=call.name, arguments=call.arguments)
     sink = None
-    callbacks.on_tool(call.name, "started", "")
+    await callbacks.on_tool(call.name, "started", "")
     if tool is None:
         step.error = f"Unknown tool {call.name!r}: use one of {', '.join(agent.tools) or 'none'}."
     elif call.arguments is None:
@@ -220,7 +225,7 @@ def _run_tool(call: ToolCall, agent: Agent, context: ToolContext, callbacks: Run
         step.arguments = {"raw": call.raw_arguments[:2000]}
     else:
         try:
-            step.result = tool.run(context, call.arguments)
+            step.result = await off_loop(tool.run, context, call.arguments)
             sink = tool.sink
         except ToolError as error:
             step.error = str(error)
@@ -230,9 +235,9 @@ def _run_tool(call: ToolCall, agent: Agent, context: ToolContext, callbacks: Run
     step.duration_ms = int((time.monotonic() - started) * 1000)
     if step.error:
         log.warning("runtime.tool_error", tool=call.name, error=step.error)
-        callbacks.on_tool(call.name, "error", step.error[:200])
+        await callbacks.on_tool(call.name, "error", step.error[:200])
     else:
-        callbacks.on_tool(call.name, "ok", _summary(step.result))
+        await callbacks.on_tool(call.name, "ok", _summary(step.result))
     return step, sink
 
 

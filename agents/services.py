@@ -3,9 +3,11 @@
 import time
 from dataclasses import dataclass
 
+from asgiref.sync import async_to_sync
+
 from agents.models import Provider
-from agents.providers.base import ModelRequest, ProviderError, TextDelta
-from agents.providers.factory import shared_provider
+from agents.providers.base import ModelRequest, ProviderConfig, ProviderError, TextDelta
+from agents.providers.factory import build_provider
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ def provider_test_connection(*, provider: Provider) -> ConnectionResult:
     if model is None:
         return ConnectionResult(False, "no active model to call: add one first.")
     try:
-        adapter = shared_provider(provider.config())
+        config = provider.config()
     except ValueError as error:
         return ConnectionResult(False, str(error))
     request = ModelRequest(
@@ -32,10 +34,20 @@ def provider_test_connection(*, provider: Provider) -> ConnectionResult:
     )
     started = time.monotonic()
     try:
-        text = "".join(e.text for e in adapter.stream(request) if isinstance(e, TextDelta))
+        text = async_to_sync(_reply)(config, request)
     except ProviderError as error:
         return ConnectionResult(False, f"{model.name} failed: {error.kind} ({error})")
     latency_ms = int((time.monotonic() - started) * 1000)
     return ConnectionResult(
         True, f"{model.name} answered in {latency_ms} ms: {text[:40]!r}", latency_ms
     )
+
+
+async def _reply(config: ProviderConfig, request: ModelRequest) -> str:
+    """The reply's text, from an adapter of its own (its client closed afterwards)."""
+    adapter = build_provider(config)
+    try:
+        return "".join([e.text async for e in adapter.stream(request) if isinstance(e, TextDelta)])
+    finally:
+        if hasattr(adapter, "aclose"):
+            await adapter.aclose()

@@ -1,10 +1,10 @@
 """REST endpoints for conversations and turns (docs/api.md). Thin: services do the work."""
 
-import time
+import json
+from collections.abc import AsyncIterator
 
 import structlog
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import connection
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
@@ -15,8 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from conversations import selectors, services
-from conversations.events import event_buffer
+from conversations import payloads, selectors, services, turn_waits
 from conversations.models import Turn
 from conversations.serializers import (
     TURN_ID_VALIDATOR,
@@ -28,7 +27,10 @@ from conversations.serializers import (
     TurnPage,
     WaitQuery,
 )
-from infrastructure.errors import InvalidInput
+from infrastructure.api_errors import DEPENDENCY_ERRORS, error_body
+from infrastructure.errors import DependencyUnavailable, InvalidInput
+from infrastructure.loop_responses import LoopResponse
+from infrastructure.off_loop import off_loop
 from infrastructure.openapi import ErrorSerializer
 from infrastructure.prefer import MAX_WAIT_S, preferred_wait
 
@@ -36,7 +38,6 @@ log = structlog.get_logger("orchestra.api")
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 PREFER_HEADER = "Prefer"
-DATABASE_CHECK_EVERY_S = 2.0
 
 
 class ConversationPagination(CursorPagination):
@@ -203,19 +204,20 @@ class TurnListCreate(APIView):
             turn_id=turn_id,
         )
         turn = submission.turn
+        answer_status = status.HTTP_200_OK if submission.replayed else status.HTTP_202_ACCEPTED
         headers = {"Location": reverse("api:turn-detail", args=[turn.conversation_id, turn.number])}
         if submission.replayed:
             headers["Idempotent-Replayed"] = "true"
-        body = TurnOutput(turn).data
+        recorded = TurnOutput(turn).data
+        if wait and not turn.is_terminal:
+            response = LoopResponse(_submission_after_waiting(turn.pk, wait, recorded), **JSON)
+            response.status_code = answer_status
+            for name, value in headers.items():
+                response[name] = value
+            return response
         if wait:
-            body, waited = _after_waiting(turn, wait, body)
-            if waited:
-                headers["Preference-Applied"] = f"wait={wait}"
-        return Response(
-            body,
-            status=status.HTTP_200_OK if submission.replayed else status.HTTP_202_ACCEPTED,
-            headers=headers,
-        )
+            headers["Preference-Applied"] = f"wait={wait}"
+        return Response(recorded, status=answer_status, headers=headers)
 
 
 def _turn_id(request: Request, body_turn_id: str | None) -> str | None:
@@ -236,18 +238,57 @@ def _turn_id(request: Request, body_turn_id: str | None) -> str | None:
     return body_turn_id or header
 
 
-def _after_waiting(turn: Turn, wait_s: int, recorded: dict) -> tuple[dict, bool]:
-    """The turn once it has ended or the wait has run out, and whether it waited. The
-    turn is recorded already: when waiting fails (Redis or the database did not answer),
-    the answer is the turn as recorded, so that the client still learns it and can
-    follow it."""
-    if turn.is_terminal:
-        return recorded, True
-    try:
-        return _wait_until_terminal(turn, wait_s), True
-    except Exception:
-        log.warning("turn.wait_failed", turn=turn.pk, exc_info=True)
-        return recorded, False
+JSON = {"content_type": "application/json"}
+
+
+def _submission_after_waiting(turn_pk: int, wait_s: int, recorded: dict):
+    """The body of a submission with `Prefer: wait`: the turn once it ended, else as it is
+    when the wait ran out. The turn is recorded already: when waiting fails (Redis and the
+    database did not answer), the answer is the turn as recorded, without
+    Preference-Applied, so that the client still learns it and can follow it."""
+
+    async def body(response: LoopResponse) -> AsyncIterator[bytes]:
+        try:
+            turn = await turn_waits.turn_when_ended(turn_pk, wait_s)
+            if turn is None:
+                turn = await off_loop(_turn_payload, turn_pk)
+            response["Preference-Applied"] = f"wait={wait_s}"
+        except Exception:
+            log.warning("turn.wait_failed", turn=turn_pk, exc_info=True)
+            turn = recorded
+        yield _json(response, turn)
+
+    return body
+
+
+def _turn_after_waiting(turn_pk: int, wait_s: int):
+    """The body of `?wait=`: the turn once it ended, else as it is when the wait ran out."""
+
+    async def body(response: LoopResponse) -> AsyncIterator[bytes]:
+        try:
+            turn = await turn_waits.turn_when_ended(turn_pk, wait_s)
+            if turn is None:
+                turn = await off_loop(_turn_payload, turn_pk)
+        except DEPENDENCY_ERRORS:
+            log.warning("turn.wait_failed", turn=turn_pk, exc_info=True)
+            response.status_code = 503
+            unavailable = DependencyUnavailable()
+            yield _json(response, error_body(unavailable.code, unavailable.message))
+            return
+        yield _json(response, turn)
+
+    return body
+
+
+def _turn_payload(turn_pk: int) -> dict:
+    return payloads.turn_payload(Turn.objects.get(pk=turn_pk))
+
+
+def _json(response: LoopResponse, data: dict) -> bytes:
+    """As DRF's JSONRenderer renders it."""
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    response["Content-Length"] = str(len(body))
+    return body
 
 
 def _preferred_wait(request: Request) -> int:
@@ -273,29 +314,7 @@ class TurnDetail(APIView):
         turn = selectors.turn_visible_to(request.user, conversation_id, number)
         if turn is None:
             raise NotFound()
-        if query.validated_data["wait"] and not turn.is_terminal:
-            return Response(_wait_until_terminal(turn, query.validated_data["wait"]))
+        wait = query.validated_data["wait"]
+        if wait and not turn.is_terminal:
+            return LoopResponse(_turn_after_waiting(turn.pk, wait), **JSON)
         return Response(TurnOutput(turn).data)
-
-
-def _wait_until_terminal(turn: Turn, wait_s: int) -> dict:
-    """Block on the end of the turn's event stream (not on the database) until the turn
-    ends or time is up, and return the turn as the API shows it: as its worker left it at
-    the end of the stream (a finished turn no longer changes), else read again. Every few
-    seconds the database has the last word, for a turn whose end was committed but never
-    made it to the stream."""
-    deadline = time.monotonic() + wait_s
-    buffer = event_buffer()
-    # Hold no database connection while waiting: give it back to the pool.
-    connection.close()
-    while (remaining := deadline - time.monotonic()) > 0:
-        end = buffer.wait_until_ended(turn.pk, timeout_s=min(remaining, DATABASE_CHECK_EVERY_S))
-        if end is not None:
-            if end.turn is not None:
-                return end.turn
-            break
-        ended = Turn.objects.filter(pk=turn.pk, status__in=Turn.TERMINAL).exists()
-        connection.close()
-        if ended:
-            break
-    return TurnOutput(Turn.objects.get(pk=turn.pk)).data

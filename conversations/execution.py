@@ -1,23 +1,30 @@
 """Turn execution: whoever holds a conversation's lock runs its turns in number order.
 
-A submission enqueues "run conversation X" (conversations/dispatch.py). The job takes the
-conversation's lock or, if another worker holds it, leaves: that worker re-checks for
-queued turns after releasing the lock, so a turn committed while it was busy is never
+A submission hands "run conversation X" to a worker (conversations/dispatch.py), whose
+runner (conversations/runner.py) drains it on an event loop: the model call streams there,
+so one process keeps hundreds of turns in flight, and the database work runs off the loop
+on the process's bounded pool (infrastructure/off_loop.py). The drain takes the
+conversation's lock or, if another worker holds it, leaves: that worker looks for queued
+turns again after releasing the lock, so a turn committed while it was busy is never
 stranded.
 """
 
-import os
-import threading
+import asyncio
+import contextvars
 import time
 from datetime import UTC, datetime
 
 import structlog
+from asgiref.sync import async_to_sync
+from django import db
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import transaction
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agents import snapshot
 from agents.models import Agent
-from agents.providers.base import StreamAborted
+from agents.providers.base import CallbackError, StreamAborted
 from agents.router import AllModelsFailed, ModelCall
 from agents.runtime import (
     SINK_MESSAGES,
@@ -40,46 +47,70 @@ from conversations.services import (
     turn_extend_lease,
     turn_finish,
 )
+from infrastructure import off_loop as off_loop_module
+from infrastructure.off_loop import off_loop
+from infrastructure.redis_client import close_async_client
 
 log = structlog.get_logger("orchestra.turns")
 
 HISTORY_TURNS = 20
+# A service the turn needs did not answer: the attempt is given up, not failed, so that
+# recovery runs the turn again once its lease ends (as after a lost worker).
+DEPENDENCY_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    db.OperationalError,
+    db.InterfaceError,
+)
 
 
-def drain_conversation(conversation_id) -> int:
-    """Run the conversation's queued turns, in order, one per hold of its lock.
-
-    Returns how many turns this call ran.
-    """
+async def drain(conversation_id) -> int:
+    """Run the conversation's queued turns, in order, one per hold of its lock. Returns
+    how many turns this call ran."""
     ran = 0
     while True:
-        lock = acquire_conversation_lock(conversation_id)
+        lock = await acquire_conversation_lock(conversation_id)
         if lock is None:
             return ran
         heartbeat = Heartbeat(lock)
         try:
-            turn = turn_claim_next(conversation_id=conversation_id)
+            turn = await off_loop(turn_claim_next, conversation_id=conversation_id)
             if turn is not None:
                 heartbeat.watch(turn)
-                execute_turn(turn, heartbeat)
+                await execute_turn(turn, heartbeat)
                 ran += 1
         finally:
             heartbeat.stop()
-            lock.release()
+            await lock.release()
         # Another turn may be queued: one submitted while this one ran, or committed after
         # the claim and before the release, whose own job found the lock taken. A turn
         # still processing belongs to another attempt; recovery deals with it.
-        pending = pending_statuses(conversation_id)
+        pending = await off_loop(pending_statuses, conversation_id)
         if Turn.Status.QUEUED not in pending or Turn.Status.PROCESSING in pending:
             return ran
 
 
+def drain_conversation(conversation_id) -> int:
+    """drain() from sync code without a loop (tests, commands): on a private loop, with
+    the database work on the calling thread (its connection and transaction)."""
+    return async_to_sync(_drain_inline)(conversation_id)
+
+
+async def _drain_inline(conversation_id) -> int:
+    token = off_loop_module.INLINE.set(True)
+    try:
+        return await drain(conversation_id)
+    finally:
+        off_loop_module.INLINE.reset(token)
+        await close_async_client()
+
+
 class Heartbeat:
-    """Renews a held conversation lock and the current turn's lease while turns run.
+    """Renews a held conversation lock, and the current turn's lease, every third of the
+    lease while turns run: a task on the loop, no thread.
 
     `lock_lost`: the lock expired or was taken over, so this worker must stop draining.
     A lease that could not be renewed concerns only the turn (and attempt) it was for.
-    The beats come from one thread per process (`_Beats`), not one per hold.
     """
 
     def __init__(self, lock):
@@ -88,9 +119,9 @@ class Heartbeat:
         self._lost_attempt: tuple[int, int] | None = None
         self._failures = 0
         self.lock_lost = False
-        self.interval = settings.TURN_LEASE_SECONDS / 3
-        self.due = time.monotonic() + self.interval
-        _beats.add(self)
+        self._task = asyncio.get_running_loop().create_task(
+            self._beat_forever(), context=contextvars.copy_context()
+        )
 
     def watch(self, turn: Turn | None) -> None:
         self._turn = turn
@@ -98,9 +129,14 @@ class Heartbeat:
     def lost(self, turn: Turn) -> bool:
         return self.lock_lost or self._lost_attempt == (turn.pk, turn.attempt)
 
-    def beat(self) -> None:
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(settings.TURN_LEASE_SECONDS / 3)
+            await self.beat()
+
+    async def beat(self) -> None:
         try:
-            self._renew()
+            await self._renew()
             self._failures = 0
         except Exception:
             # Redis or the database did not answer. Two misses in a row leave too
@@ -111,72 +147,22 @@ class Heartbeat:
             if self._failures >= 2:
                 self.lock_lost = True
 
-    def _renew(self) -> None:
+    async def _renew(self) -> None:
         turn = self._turn
-        if not self._lock.extend():
+        if not await self._lock.extend():
             self.lock_lost = True
             log.warning("turn.lock_lost")
         # A turn that ended meanwhile has no lease to renew: that is no loss.
-        elif turn is not None and not turn_extend_lease(turn=turn) and self._turn is turn:
+        elif (
+            turn is not None
+            and not await off_loop(turn_extend_lease, turn=turn)
+            and self._turn is turn
+        ):
             self._lost_attempt = (turn.pk, turn.attempt)
             log.warning("turn.lease_lost", turn=turn.pk)
 
     def stop(self) -> None:
-        _beats.discard(self)
-
-
-class _Beats:
-    """The process's heartbeat thread: beats every registered Heartbeat when it is due,
-    every third of its lease. Started on first use; a forked child starts with none.
-
-    One thread renews every hold, one after the other. A renewal that hangs delays the
-    others, but they all go to the same Redis and database: when one hangs, so would
-    theirs. Whatever a round raises, the thread goes on to the next.
-    """
-
-    def __init__(self):
-        self._forget()
-        os.register_at_fork(after_in_child=self._forget)
-
-    def _forget(self) -> None:
-        """Nothing held, no thread: in a forked child, the parent's holds are not ours."""
-        self._held: set[Heartbeat] = set()
-        self._changed = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def add(self, heartbeat: Heartbeat) -> None:
-        with self._changed:
-            self._held.add(heartbeat)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="turn-heartbeat", daemon=True
-                )
-                self._thread.start()
-            self._changed.notify()
-
-    def discard(self, heartbeat: Heartbeat) -> None:
-        with self._changed:
-            self._held.discard(heartbeat)
-
-    def _run(self) -> None:
-        while True:
-            with self._changed:
-                now = time.monotonic()
-                due = [h for h in self._held if h.due <= now]
-                if not due:
-                    next_due = min((h.due for h in self._held), default=now + 60)
-                    self._changed.wait(next_due - now)
-                    continue
-            try:
-                for heartbeat in due:
-                    heartbeat.due = time.monotonic() + heartbeat.interval
-                    heartbeat.beat()
-                close_old_connections()  # give the connection back between beats
-            except Exception:
-                log.exception("turn.heartbeat_round_failed")
-
-
-_beats = _Beats()
+        self._task.cancel()
 
 
 class DeltaPublisher:
@@ -196,35 +182,35 @@ class DeltaPublisher:
         self._last_sent = 0.0
         self._window = settings.TURN_DELTA_COALESCE_MS / 1000
 
-    def add(self, text: str) -> None:
+    async def add(self, text: str) -> None:
         if self.first_delta_at is None:
             self.first_delta_at = datetime.now(UTC)
         self._pending.append(text)
         if time.monotonic() - self._last_sent >= self._window:
-            self.flush()
+            await self.flush()
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         if self._pending and not self.ended:
-            self._publish([])
+            await self._publish([])
 
-    def reset(self) -> None:
+    async def reset(self) -> None:
         """Take back the text streamed so far (text still pending goes out first, so that
         clients see in full what is taken back)."""
         self.first_delta_at = None
-        self.publish_event("turn.reset")
+        await self.publish_event("turn.reset")
 
-    def publish_event(self, event_type: str, final_turn: dict | None = None, **data):
+    async def publish_event(self, event_type: str, final_turn: dict | None = None, **data):
         """Publish an event of this attempt after the text still pending, in one round trip
         (fenced: a newer attempt's stream refuses them). The event, or None if refused."""
-        published = self._publish([(event_type, data)], final_turn)
+        published = await self._publish([(event_type, data)], final_turn)
         return published[-1] if published else None
 
-    def _publish(self, events: list[tuple[str, dict]], final_turn=None) -> list[dict] | None:
+    async def _publish(self, events: list[tuple[str, dict]], final_turn=None) -> list[dict] | None:
         if self._pending:
             events = [("turn.delta", {"text": "".join(self._pending)}), *events]
             self._pending = []
             self._last_sent = time.monotonic()
-        published = publish_events(
+        published = await publish_events(
             turn=self.turn, events=events, attempt=self.turn.attempt, final_turn=final_turn
         )
         if len(published) < len(events):
@@ -277,11 +263,12 @@ class TurnRun:
             self.timed_out = True
         return self.timed_out or self.deltas.ended or self.heartbeat.lost(self.turn)
 
-    def _on_tool(self, name: str, status: str, summary: str) -> None:
-        self.deltas.publish_event("turn.tool", name=name, status=status, summary=summary)
+    async def _on_tool(self, name: str, status: str, summary: str) -> None:
+        await self.deltas.publish_event("turn.tool", name=name, status=status, summary=summary)
 
-    def _on_model_call(self, call: ModelCall) -> None:
-        usage_record_create(
+    async def _on_model_call(self, call: ModelCall) -> None:
+        await off_loop(
+            usage_record_create,
             turn_id=self.turn.pk,
             agent_id=self.agent.pk,
             provider_id=call.model.provider_id,
@@ -298,6 +285,7 @@ class TurnRun:
         )
 
     def save_steps(self) -> None:
+        """Inside the transaction that finishes the turn."""
         hot_path_sql.insert_steps(
             [
                 TurnStep(
@@ -328,43 +316,64 @@ FAILURES = {
 }
 
 
-def execute_turn(turn: Turn, heartbeat: Heartbeat) -> None:
+def _dependency_failure(error: BaseException) -> bool:
+    """Redis or the database failed under the turn (also inside a publish callback)."""
+    cause = error.__cause__ if isinstance(error, CallbackError) else error
+    return isinstance(cause, DEPENDENCY_ERRORS)
+
+
+async def execute_turn(turn: Turn, heartbeat: Heartbeat) -> None:
     """Run one claimed turn to its end. Precondition: the conversation lock is held."""
     structlog.contextvars.bind_contextvars(turn=turn.pk, attempt=turn.attempt)
     run = TurnRun(turn, heartbeat)
-    if turn.attempt > 1 and event_buffer().has_events(turn.pk):
-        run.deltas.reset()  # an earlier attempt may have streamed text: start the text over
     metrics.TURNS_IN_PROGRESS.inc()
-    config = snapshot.current()
-    agent_slug = config.agent(turn.conversation_agent_id).slug
+    agent_slug = ""
     try:
+        if turn.attempt > 1 and await event_buffer().has_events(turn.pk):
+            await run.deltas.reset()  # an earlier attempt may have streamed: start over
+        config = await off_loop(snapshot.current)
+        agent_slug = config.agent(turn.conversation_agent_id).slug
         agent, intent = _route(turn, config)
         run.agent, run.chain, agent_slug = agent, config.chain(agent), agent.slug
         if turn.intent == Turn.MOOD_ESCALATION:  # decided when the turn was submitted
-            outcome, echo, intent = _escalate_for_mood(run), None, Turn.MOOD_ESCALATION
+            outcome, echo, intent = await _escalate_for_mood(run), None, Turn.MOOD_ESCALATION
         else:
-            outcome, echo = _generate(run)
-        _complete(run, intent, outcome, echo)
+            outcome, echo = await _generate(run)
+        await _complete(run, intent, outcome, echo)
     except StreamAborted:
         if run.timed_out:
             log.warning("turn.failed", code="turn_timeout")
-            _fail(run, "turn_timeout", "The answer took too long. Try again.", agent_slug)
+            await _fail(run, "turn_timeout", "The answer took too long. Try again.", agent_slug)
         else:
             log.info("turn.aborted", reason="cancelled" if run.deltas.ended else "lease_lost")
     except Exception as error:
+        if _dependency_failure(error):
+            # Recovery runs the turn again when its lease ends, as after a lost worker.
+            log.warning("turn.given_up", error=type(error).__name__, exc_info=True)
+            return
         code, message = FAILURES.get(type(error), ("internal", ""))
         if code == "internal":
             log.exception("turn.failed")
             message = "The agent failed while answering. Try again."
         else:
             log.warning("turn.failed", code=code, detail=str(error))
-        _fail(run, code, message, agent_slug)
+        await _fail(run, code, message, agent_slug)
     finally:
         metrics.TURNS_IN_PROGRESS.dec()
         structlog.contextvars.unbind_contextvars("turn", "attempt")
 
 
-def _fail(run: TurnRun, code: str, message: str, agent_slug: str) -> None:
+async def _fail(run: TurnRun, code: str, message: str, agent_slug: str) -> None:
+    failed = await off_loop(_write_failure, run, code, message)
+    if failed is None:
+        return
+    event_type, data = payloads.turn_ending(failed)
+    await run.deltas.publish_event(event_type, final_turn=payloads.turn_payload(failed), **data)
+    metrics.TURNS.labels(Turn.Status.FAILED, agent_slug).inc()
+
+
+def _write_failure(run: TurnRun, code: str, message: str) -> Turn | None:
+    """The failed turn as written, or None when this attempt no longer owns it."""
     with transaction.atomic():
         finished = turn_finish(
             turn=run.turn,
@@ -373,27 +382,25 @@ def _fail(run: TurnRun, code: str, message: str, agent_slug: str) -> None:
             error_message=message,
             agent=run.agent,
         )
-        if finished:
-            run.save_steps()
-    if finished:
-        # From the row: a completion that failed inside its transaction left its
-        # rolled-back values on the turn in memory.
-        failed = Turn.objects.get(pk=run.turn.pk)
-        event_type, data = payloads.turn_ending(failed)
-        run.deltas.publish_event(event_type, final_turn=payloads.turn_payload(failed), **data)
-        metrics.TURNS.labels(Turn.Status.FAILED, agent_slug).inc()
+        if not finished:
+            return None
+        run.save_steps()
+    # From the row: a completion that failed inside its transaction left its rolled-back
+    # values on the turn in memory.
+    return Turn.objects.get(pk=run.turn.pk)
 
 
-def _escalate_for_mood(run: TurnRun) -> AgentOutcome:
+async def _escalate_for_mood(run: TurnRun) -> AgentOutcome:
     text = SINK_MESSAGES["escalated"]
-    run.deltas.add(text)
+    await run.deltas.add(text)
     return AgentOutcome(text=text, sink="escalated")
 
 
-def _generate(run: TurnRun):
+async def _generate(run: TurnRun):
     """Produce the reply, applying the agent's anti-echo policy. Returns (outcome, echo)."""
     turn, agent = run.turn, run.agent
-    recent = recent_replies(
+    recent = await off_loop(
+        recent_replies,
         conversation_id=turn.conversation_id,
         before_number=turn.number,
         limit=max(HISTORY_TURNS, agent.echo_window),
@@ -401,8 +408,8 @@ def _generate(run: TurnRun):
     history = [(text, reply) for _, text, reply, _ in reversed(recent[:HISTORY_TURNS])]
     replies = [(number, reply, digest) for number, _, reply, digest in recent[: agent.echo_window]]
 
-    def attempt(avoid_repeating: bool) -> AgentOutcome:
-        outcome = run_agent(
+    async def attempt(avoid_repeating: bool) -> AgentOutcome:
+        outcome = await run_agent(
             agent=agent,
             history=history,
             text=turn.input,
@@ -415,7 +422,7 @@ def _generate(run: TurnRun):
             raise StreamAborted()
         return outcome
 
-    outcome = attempt(avoid_repeating=False)
+    outcome = await attempt(avoid_repeating=False)
     if agent.anti_echo == Agent.AntiEcho.OFF or outcome.sink:
         return outcome, None
     match = find_echo(replies=replies, output=outcome.text, threshold=agent.echo_threshold)
@@ -423,10 +430,10 @@ def _generate(run: TurnRun):
         return outcome, None
     echo = {"action": "flagged", "similar_to": match.similar_to, "score": match.score}
     if agent.anti_echo == Agent.AntiEcho.REGENERATE:
-        run.deltas.reset()
+        await run.deltas.reset()
         if run.deltas.ended:  # cancelled meanwhile: no second model call
             raise StreamAborted()
-        second = attempt(avoid_repeating=True)
+        second = await attempt(avoid_repeating=True)
         again = find_echo(replies=replies, output=second.text, threshold=agent.echo_threshold)
         echo = {
             "action": "regenerated",
@@ -443,13 +450,28 @@ def _generate(run: TurnRun):
     return outcome, echo
 
 
-def _complete(run: TurnRun, intent: str, outcome: AgentOutcome, echo) -> None:
+async def _complete(run: TurnRun, intent: str, outcome: AgentOutcome, echo) -> None:
     turn, deltas = run.turn, run.deltas
     ttft_ms = (
         int((deltas.first_delta_at - turn.created_at).total_seconds() * 1000)
         if deltas.first_delta_at
         else None
     )
+    finished = await off_loop(_write_completion, run, intent, outcome, echo, ttft_ms)
+    if not finished:
+        # Cancelled, or taken over by a newer attempt, since it was claimed.
+        log.warning("turn.completion_not_written")
+        return
+    event_type, data = payloads.turn_ending(turn)
+    await deltas.publish_event(event_type, final_turn=payloads.turn_payload(turn), **data)
+    metrics.TURNS.labels(Turn.Status.COMPLETED, run.agent.slug).inc()
+    metrics.TURN_LATENCY.observe(turn.latency_ms / 1000)
+    if ttft_ms is not None:
+        metrics.TURN_TTFT.observe(ttft_ms / 1000)
+
+
+def _write_completion(run: TurnRun, intent: str, outcome: AgentOutcome, echo, ttft_ms) -> bool:
+    turn = run.turn
     with transaction.atomic():
         if outcome.sink:
             # The conversation before the turn: the lock order every writer keeps.
@@ -475,13 +497,4 @@ def _complete(run: TurnRun, intent: str, outcome: AgentOutcome, echo) -> None:
                     sink=outcome.sink,
                     transfer_to=outcome.transfer_to,
                 )
-    if not finished:
-        # Cancelled, or taken over by a newer attempt, since it was claimed.
-        log.warning("turn.completion_not_written")
-        return
-    event_type, data = payloads.turn_ending(turn)
-    deltas.publish_event(event_type, final_turn=payloads.turn_payload(turn), **data)
-    metrics.TURNS.labels(Turn.Status.COMPLETED, run.agent.slug).inc()
-    metrics.TURN_LATENCY.observe(turn.latency_ms / 1000)
-    if ttft_ms is not None:
-        metrics.TURN_TTFT.observe(ttft_ms / 1000)
+    return finished

@@ -1,8 +1,8 @@
 """The per-conversation execution lock.
 
 Whoever holds it runs the conversation's turns in number order. Full stack: a redis-py
-Lock (owner token, TTL, extended while held), so every worker process sees it. Embedded:
-a set of held conversation ids in this process.
+asyncio Lock (owner token, TTL, extended while held), so every worker process sees it.
+Embedded: a set of held conversation ids in this process.
 """
 
 import contextlib
@@ -13,31 +13,33 @@ from django.conf import settings
 from redis.exceptions import LockError
 
 from conversations import metrics
-from infrastructure.redis_client import sync_client
+from infrastructure.redis_client import async_client
+
+
+def _name(conversation_id: str) -> str:
+    return f"orchestra:lock:conversation:{conversation_id}"
 
 
 class _RedisConversationLock:
     def __init__(self, conversation_id: str):
-        self._lock = sync_client().lock(
-            f"orchestra:lock:conversation:{conversation_id}",
-            timeout=settings.TURN_LEASE_SECONDS,
-            thread_local=False,  # the heartbeat thread extends it
+        self._lock = async_client().lock(
+            _name(conversation_id), timeout=settings.TURN_LEASE_SECONDS
         )
 
-    def acquire(self) -> bool:
-        return self._lock.acquire(blocking=False)
+    async def acquire(self) -> bool:
+        return await self._lock.acquire(blocking=False)
 
-    def extend(self) -> bool:
+    async def extend(self) -> bool:
         try:
-            self._lock.reacquire()
+            await self._lock.reacquire()
         except LockError:
             return False
         return True
 
-    def release(self) -> None:
+    async def release(self) -> None:
         # Expired and possibly taken over: then nothing of ours is left to release.
         with contextlib.suppress(LockError):
-            self._lock.release()
+            await self._lock.release()
 
 
 class _LocalConversationLock:
@@ -47,26 +49,26 @@ class _LocalConversationLock:
     def __init__(self, conversation_id: str):
         self._id = conversation_id
 
-    def acquire(self) -> bool:
+    async def acquire(self) -> bool:
         with self._mutex:
             if self._id in self._held:
                 return False
             self._held.add(self._id)
             return True
 
-    def extend(self) -> bool:
+    async def extend(self) -> bool:
         return True
 
-    def release(self) -> None:
+    async def release(self) -> None:
         with self._mutex:
             self._held.discard(self._id)
 
 
-def acquire_conversation_lock(conversation_id: str):
+async def acquire_conversation_lock(conversation_id) -> "_RedisConversationLock | None":
     """The conversation's lock if it was free, else None (someone else runs its turns)."""
     lock_class = _RedisConversationLock if settings.REDIS_URL else _LocalConversationLock
     lock = lock_class(str(conversation_id))
     started = time.perf_counter()
-    acquired = lock.acquire()
+    acquired = await lock.acquire()
     metrics.LOCK_WAIT.observe(time.perf_counter() - started)
     return lock if acquired else None

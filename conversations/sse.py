@@ -1,28 +1,53 @@
 """GET …/turns/{number}/events/: a turn's events as Server-Sent Events.
 
-An async view, so a waiting stream holds no thread. Resumes after `Last-Event-ID` from the
-turn's buffer; a turn whose buffer has expired is replayed from the database.
+The view checks the caller and the turn on its thread; the stream then runs on the event
+loop (a LoopResponse), following the turn's buffer: no thread and no Redis connection of
+its own per stream. Each event's `id` is `<seq>-<epoch>`: a client resuming with
+`Last-Event-ID` gets the events after that seq, or, when the buffer it came from is gone
+(Redis lost it) or was trimmed past it, an `error` event `resync_required` and the turn
+from the start. A finished turn whose buffer has expired is replayed from the database.
+If Redis fails, the stream ends with an `error` event `dependency_unavailable`, which a
+client tells from the end of a turn.
 """
 
+import asyncio
 import json
+import re
+from collections.abc import AsyncIterator
 
-from asgiref.sync import sync_to_async
-from django.http import JsonResponse, StreamingHttpResponse
-from django.views.decorators.csrf import csrf_exempt
-from rest_framework.exceptions import AuthenticationFailed
+import structlog
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from redis.exceptions import RedisError
+from rest_framework.exceptions import NotFound
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
-from access.authentication import ApiKeyAuthentication
 from conversations import payloads, selectors
 from conversations.events import TERMINAL_TYPES, event_buffer
 from conversations.models import Turn
 from infrastructure.api_errors import error_body
+from infrastructure.errors import InvalidInput
+from infrastructure.loop_responses import LoopResponse
+from infrastructure.off_loop import off_loop
+
+log = structlog.get_logger("orchestra.sse")
 
 KEEPALIVE_SECONDS = 15
 EVENT_TYPES = frozenset({"turn.accepted", "turn.delta", "turn.reset", "turn.tool", *TERMINAL_TYPES})
+LAST_EVENT_ID = re.compile(r"(\d{1,9})(?:-([0-9a-f]{1,32}))?")
 
 
-def _format(event: dict) -> str:
-    return f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
+def frame(event: dict) -> bytes:
+    return (
+        f"id: {event['seq']}-{event['epoch']}\nevent: {event['type']}\n"
+        f"data: {json.dumps(event)}\n\n"
+    ).encode()
+
+
+def error_frame(code: str, message: str) -> bytes:
+    data = json.dumps({"type": "error", "code": code, "message": message})
+    return f"event: error\ndata: {data}\n\n".encode()
 
 
 def replay_from_database(turn: Turn, after_seq: int = 0) -> list[dict]:
@@ -40,154 +65,164 @@ def replay_from_database(turn: Turn, after_seq: int = 0) -> list[dict]:
         events.append(payloads.turn_event(turn, "turn.delta", text=turn.output))
     event_type, data = payloads.turn_ending(turn)
     events.append(payloads.turn_event(turn, event_type, **data))
-    return [{**event, "seq": seq} for seq, event in enumerate(events, start=after_seq + 1)]
+    numbered = enumerate(events, start=after_seq + 1)
+    return [{**event, "seq": seq, "epoch": "db"} for seq, event in numbered]
 
 
-async def _user(request):
-    header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer"):
-        parts = header.split()
-        if len(parts) != 2:
-            return None
-        try:
-            user, _key = await sync_to_async(ApiKeyAuthentication.authenticate_key)(parts[1])
-        except AuthenticationFailed:
-            return None
-        return user
-    user = await request.auser()
-    return user if user.is_authenticated else None
+RESYNC_REQUIRED = "resync_required"
 
 
-@sync_to_async
-def _find_turn(user, conversation_id, number) -> Turn | None:
-    conversation = selectors.conversations_visible_to(user).filter(pk=conversation_id).first()
-    if conversation is None:
-        return None
-    return Turn.objects.filter(conversation=conversation, number=number).first()
-
-
-@sync_to_async
-def _reload(turn: Turn) -> Turn:
-    return Turn.objects.get(pk=turn.pk)
-
-
-@csrf_exempt  # GET only; any other method is answered 405 in the API's format
-async def turn_events(request, conversation_id, number: int):
-    if request.method != "GET":
-        return JsonResponse(error_body("method_not_allowed", "Use GET."), status=405)
-    user = await _user(request)
-    if user is None:
-        response = JsonResponse(
-            error_body("not_authenticated", "Invalid or missing credentials."), status=401
-        )
-        response["WWW-Authenticate"] = 'Bearer realm="api"'
-        return response
-    raw_last = request.headers.get("Last-Event-ID", "0").strip() or "0"
-    if not raw_last.isdigit() or len(raw_last) > 9:
-        return JsonResponse(
-            error_body(
-                "validation_error",
-                "Last-Event-ID must be a non-negative integer.",
-                {"Last-Event-ID": ["A non-negative integer."]},
-            ),
-            status=400,
-        )
-    turn = await _find_turn(user, conversation_id, number)
-    if turn is None:
-        return JsonResponse(error_body("not_found", "Not found."), status=404)
-    response = StreamingHttpResponse(
-        _stream(turn, int(raw_last)), content_type="text/event-stream; charset=utf-8"
-    )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
-
-
-async def _stream(turn: Turn, after_seq: int):
+async def turn_event_stream(
+    turn_pk: int, after_seq: int, epoch: str | None
+) -> AsyncIterator[list[dict] | str]:
+    """The turn's events after `after_seq`, in lists as they come, until its terminal one;
+    an empty list after a quiet keepalive interval; RESYNC_REQUIRED when the stream the
+    client saw cannot be continued (the buffer it came from is gone, or was trimmed past
+    it), before the events from the start. `epoch`: of the buffer the client's seq came
+    from, if it says. Raises RedisError when Redis fails."""
     buffer = event_buffer()
-    if turn.is_terminal and not await sync_to_async(buffer.has_events)(turn.pk):
-        for event in replay_from_database(turn, after_seq):
-            yield _format(event)
-        return
-    if await sync_to_async(buffer.has_ended)(turn.pk):
-        # Everything is in the buffer already: send what the client has not seen, and end.
-        for event in await sync_to_async(buffer.read)(turn.pk, after_seq):
-            yield _format(event)
-        return
-    while True:
-        events = await buffer.aread(turn.pk, after_seq, KEEPALIVE_SECONDS)
-        for event in events:
-            after_seq = event["seq"]
-            yield _format(event)
-            if event["type"] in TERMINAL_TYPES:
-                return
-        if events:
-            continue
-        if await sync_to_async(buffer.has_ended)(turn.pk):
-            return  # the client had already seen the terminal event
-        fresh = await _reload(turn)
-        if fresh.is_terminal:
-            # The buffer lost its end (expired mid-stream): finish from the database.
-            for event in replay_from_database(fresh, after_seq):
-                yield _format(event)
+    async with buffer.follow(turn_pk) as follower:
+        check_database = True  # at the start, and after each quiet keepalive interval
+        while True:
+            follower.changed.clear()
+            read = await buffer.read(turn_pk, after_seq)
+            if after_seq and read.epoch is not None and _cannot_continue(read, after_seq, epoch):
+                yield RESYNC_REQUIRED
+                after_seq, epoch = 0, read.epoch
+                continue
+            if read.events:
+                after_seq, epoch = read.events[-1]["seq"], read.epoch
+                yield read.events
+                if read.events[-1]["type"] in TERMINAL_TYPES:
+                    return
+                continue
+            if read.epoch is not None and (end := await buffer.end(turn_pk)):
+                if after_seq >= end.seq:
+                    return  # the client had seen the terminal event
+                continue  # it came after the read
+            if check_database or read.epoch is None:
+                turn = await off_loop(Turn.objects.get, pk=turn_pk)
+                if turn.is_terminal:
+                    # Its end is not in the buffer (expired, or lost): finish from the row.
+                    yield replay_from_database(turn, after_seq)
+                    return
+            check_database = not await _changed_within(follower, KEEPALIVE_SECONDS)
+            if check_database:
+                yield []
+
+
+def _cannot_continue(read, after_seq: int, epoch: str | None) -> bool:
+    gap = bool(read.events) and read.events[0]["seq"] > after_seq + 1
+    return gap or after_seq > read.last_seq or (epoch is not None and epoch != read.epoch)
+
+
+async def _changed_within(follower, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(follower.changed.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _sse_body(turn_pk: int, after_seq: int, epoch: str | None):
+    async def body(response: LoopResponse) -> AsyncIterator[bytes]:
+        stream = turn_event_stream(turn_pk, after_seq, epoch)
+        try:
+            first = await anext(stream, None)
+        except RedisError:
+            log.warning("sse.dependency_unavailable", turn=turn_pk, exc_info=True)
+            response.status_code = 503
+            response["Content-Type"] = "application/json"
+            message = "A service Orchestra depends on is unavailable."
+            yield json.dumps(error_body("dependency_unavailable", message)).encode()
             return
-        yield ": keepalive\n\n"
+        try:
+            chunk = first
+            while chunk is not None:
+                if chunk == RESYNC_REQUIRED:
+                    yield error_frame(
+                        "resync_required",
+                        "The events after your Last-Event-ID are gone: the turn follows "
+                        "from its start; drop what you have of it.",
+                    )
+                elif chunk:
+                    yield b"".join(frame(event) for event in chunk)
+                else:
+                    yield b": keepalive\n\n"
+                chunk = await anext(stream, None)
+        except RedisError:
+            log.warning("sse.dependency_unavailable", turn=turn_pk, exc_info=True)
+            yield error_frame(
+                "dependency_unavailable", "The stream broke off; reconnect to resume."
+            )
+
+    return body
 
 
-def add_to_schema(result, generator, request, public):
-    """drf-spectacular postprocessing hook: this view is not DRF's, so its operation is
-    declared here."""
-    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    result["paths"]["/api/v1/conversations/{conversation_id}/turns/{number}/events/"] = {
-        "get": {
-            "operationId": "turns_events",
-            "summary": "A turn's events, streamed",
-            "description": (
-                "Server-Sent Events: each event's `id` is its `seq`, its `event` the type, "
-                "its `data` the event as JSON. Ends after the turn's terminal event. "
-                "`Last-Event-ID` resumes after that seq."
-            ),
-            "tags": ["v1"],
-            "parameters": [
-                {
-                    "in": "path",
-                    "name": "conversation_id",
-                    "schema": {"type": "string", "format": "uuid"},
-                    "required": True,
-                },
-                {"in": "path", "name": "number", "schema": {"type": "integer"}, "required": True},
-                {
-                    "in": "header",
-                    "name": "Last-Event-ID",
-                    "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"},
-                    "description": "Resume after the event with this seq.",
-                },
-            ],
-            "security": [{"bearerAuth": []}, {"cookieAuth": []}],
-            "responses": {
-                "200": {
-                    "description": "The event stream.",
-                    "content": {
-                        "text/event-stream": {
-                            "schema": {
-                                "type": "object",
-                                "description": "One event; `data` is the event as JSON.",
-                                "properties": {
-                                    "id": {"type": "string", "pattern": "^[0-9]+$"},
-                                    "event": {"type": "string", "enum": sorted(EVENT_TYPES)},
-                                    "data": {"type": "string"},
-                                },
-                                "required": ["id", "event", "data"],
-                            }
-                        }
+class JsonOnly(BaseContentNegotiation):
+    """Errors are JSON, whatever the client accepts (it asks for text/event-stream)."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0]
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class TurnEvents(APIView):
+    content_negotiation_class = JsonOnly
+
+    @extend_schema(
+        operation_id="turns_events",
+        summary="A turn's events, streamed",
+        description=(
+            "Server-Sent Events: each event's `id` is `<seq>-<epoch>`, its `event` the type, "
+            "its `data` the event as JSON. Ends after the turn's terminal event. "
+            "`Last-Event-ID` resumes after that seq; an `error` event with code "
+            "`resync_required` says the turn follows from its start instead, one with "
+            "`dependency_unavailable` that the stream broke off."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "Last-Event-ID",
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                pattern=LAST_EVENT_ID.pattern,
+                description="Resume after this event.",
+            )
+        ],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                response={
+                    "type": "object",
+                    "description": "One event; `data` is the event as JSON.",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "event": {"type": "string", "enum": sorted([*EVENT_TYPES, "error"])},
+                        "data": {"type": "string"},
                     },
+                    "required": ["event", "data"],
                 },
-                "400": {"description": "validation_error: a bad Last-Event-ID.", "content": error},
-                "401": {"description": "not_authenticated.", "content": error},
-                "404": {"description": "not_found.", "content": error},
-                "500": {"description": "internal.", "content": error},
-                "503": {"description": "dependency_unavailable.", "content": error},
-            },
-        }
-    }
-    return result
+                description="The event stream.",
+            )
+        },
+    )
+    def get(self, request: Request, conversation_id, number: int) -> LoopResponse:
+        raw = request.headers.get("Last-Event-ID", "0").strip() or "0"
+        last = LAST_EVENT_ID.fullmatch(raw)
+        if last is None:
+            raise InvalidInput(
+                "Last-Event-ID must be an id this stream sent.",
+                details={"Last-Event-ID": ["<seq>-<epoch> or a seq, e.g. 12-3fa9c2d1."]},
+            )
+        turn = selectors.turn_visible_to(request.user, conversation_id, number)
+        if turn is None:
+            raise NotFound()
+        response = LoopResponse(
+            _sse_body(turn.pk, int(last[1]), last[2]),
+            content_type="text/event-stream; charset=utf-8",
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response

@@ -1,16 +1,16 @@
 """Ties the in-process machinery to the ASGI server that hosts it.
 
-On the server's first call: channel-layer sends from worker threads are scheduled on the
-server's event loop (the in-memory layer lives there), in the embedded mode the local
-turn workers start, so turns left queued by a previous run are recovered at once, and
+On the server's first call: its event loop becomes the process's io loop (channel-layer
+sends and async I/O asked for by sync code go there; the in-memory layer lives there), in
+the embedded mode recovery starts, so turns left queued by a previous run run at once, and
 what the process has made so far, which it keeps for its lifetime, is frozen out of the
 garbage collector's way (orchestra_site/gc_tuning.py).
 """
 
 from django.conf import settings
 
-from conversations.dispatch import local_worker
-from conversations.events import layer_sender
+from conversations.dispatch import start_embedded_recovery
+from infrastructure import event_loops
 from orchestra_site.gc_tuning import freeze_startup_objects
 
 
@@ -22,9 +22,9 @@ class BindWorkersToServer:
     def _bind(self) -> None:
         if not self._bound:
             self._bound = True
-            layer_sender.bind_running_loop()
+            event_loops.bind_server_loop()
             if settings.TURN_EXECUTOR == "threads":
-                local_worker()
+                start_embedded_recovery()
             freeze_startup_objects()
 
     async def __call__(self, scope, receive, send):

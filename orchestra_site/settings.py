@@ -97,11 +97,9 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "orchestra_site.urls"
 ASGI_APPLICATION = "orchestra_site.asgi.application"
-# Threads per web process for Django's sync views (orchestra_site/asgi.py): how many
-# requests one process serves at once, and apart from those how many long-polls
-# (`?wait=`, and submissions with `Prefer: wait=`) it holds at once. More wait for a free thread.
+# Threads per web process for Django's views (orchestra_site/asgi.py): how many requests
+# one process works on at once. Waiting for a turn and streaming its events hold none.
 WEB_THREADS = env.int("WEB_THREADS", default=32)
-WEB_LONG_POLL_THREADS = env.int("WEB_LONG_POLL_THREADS", default=200)
 WSGI_APPLICATION = None
 
 TEMPLATES = [
@@ -119,18 +117,26 @@ TEMPLATES = [
     },
 ]
 
+# Connections a process may hold: its threads share them (a psycopg pool on PostgreSQL).
+# A request that finds none free waits DATABASE_POOL_TIMEOUT_SECONDS, then answers 503; a
+# database that does not answer is given up after DATABASE_CONNECT_TIMEOUT_SECONDS.
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=20)
+DATABASE_POOL_TIMEOUT_SECONDS = env.float("DATABASE_POOL_TIMEOUT_SECONDS", default=3.0)
+DATABASE_CONNECT_TIMEOUT_SECONDS = env.int("DATABASE_CONNECT_TIMEOUT_SECONDS", default=2)
 if DATABASE_URL:
     DATABASES = {"default": env.db_url("DATABASE_URL")}
-    DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=20)
     _postgresql = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    if _postgresql:
+        DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = (
+            DATABASE_CONNECT_TIMEOUT_SECONDS
+        )
     if _postgresql and DATABASE_POOL_MAX_SIZE:
-        # A connection pool per process: the ASGI server runs each request on its own
-        # thread, so persistent per-thread connections (CONN_MAX_AGE) would pile up.
+        # A connection pool per process, rather than a connection kept by every thread.
         DATABASES["default"]["CONN_MAX_AGE"] = 0
-        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        DATABASES["default"]["OPTIONS"]["pool"] = {
             "min_size": 1,
             "max_size": DATABASE_POOL_MAX_SIZE,
-            "timeout": 10,
+            "timeout": DATABASE_POOL_TIMEOUT_SECONDS,
         }
     else:
         DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
@@ -268,11 +274,15 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    "POSTPROCESSING_HOOKS": [
-        "drf_spectacular.hooks.postprocess_schema_enums",
-        "conversations.sse.add_to_schema",
-    ],
 }
+
+# Threads that run blocking work (the ORM, sync Redis) for code on an event loop
+# (infrastructure/off_loop.py): as many as the process may hold database connections.
+OFF_LOOP_THREADS = env.int("OFF_LOOP_THREADS", default=DATABASE_POOL_MAX_SIZE or 8)
+# Redis connections per process and client kind (sync, and each event loop's async one).
+REDIS_POOL_MAX_CONNECTIONS = env.int("REDIS_POOL_MAX_CONNECTIONS", default=50)
+REDIS_POOL_TIMEOUT_SECONDS = env.float("REDIS_POOL_TIMEOUT_SECONDS", default=2.0)
+REDIS_SOCKET_TIMEOUT_SECONDS = env.float("REDIS_SOCKET_TIMEOUT_SECONDS", default=5.0)
 
 # --- Celery --------------------------------------------------------------------------
 # The longest a turn may run.
@@ -310,7 +320,8 @@ ORCHESTRA_ADMIN_PASSWORD = env.str("ORCHESTRA_ADMIN_PASSWORD", default="")
 TURN_EXECUTOR = env.str("TURN_EXECUTOR", default="celery" if FULL_STACK else "threads")
 if TURN_EXECUTOR not in {"celery", "threads"}:
     raise ImproperlyConfigured(f"TURN_EXECUTOR must be celery or threads, not {TURN_EXECUTOR!r}.")
-TURN_WORKER_THREADS = env.int("TURN_WORKER_THREADS", default=4)
+# Conversations one process drains at once (conversations/runner.py): its turns in flight.
+TURN_RUNNER_CAPACITY = env.int("TURN_RUNNER_CAPACITY", default=500)
 # A worker holds a turn's lease (and its conversation's lock) for this long, renewing it
 # every third of it while the turn runs; an expired lease means the worker is gone.
 TURN_LEASE_SECONDS = env.int("TURN_LEASE_SECONDS", default=30)

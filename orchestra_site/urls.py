@@ -6,7 +6,7 @@ from access.api import me
 from agents.api import AgentList
 from commerce.api import ShippingQuoteCreate
 from conversations import api as conversations_api
-from conversations.sse import turn_events
+from conversations.sse import TurnEvents
 from infrastructure.api_errors import not_found_view
 from orchestra_site import views
 
@@ -35,7 +35,7 @@ api_v1 = [
         conversations_api.TurnDetail.as_view(),
         name="turn-detail",
     ),
-    path(conversation + "turns/<int:number>/events/", turn_events, name="turn-events"),
+    path(conversation + "turns/<int:number>/events/", TurnEvents.as_view(), name="turn-events"),
 ]
 
 urlpatterns = [

@@ -7,7 +7,8 @@ event loop sends it. File uploads (multipart), and every body when
 DATA_UPLOAD_MAX_MEMORY_SIZE is off, are read as Django reads them, so that it may refuse
 one unread; such a body sent chunked, without a Content-Length, is refused with 411
 (Django would read it as empty). Streaming responses go out chunk by chunk and stop when
-the client leaves.
+the client leaves. A LoopResponse (a wait, an event stream) leaves its thread at once and
+is finished on the event loop.
 
 Each pool thread keeps one contextvars context across its requests, because Django keeps
 its cache clients in context-local storage; what a request leaves in it (log context,
@@ -15,6 +16,7 @@ language, time zone) is cleared when its response is closed.
 """
 
 import asyncio
+import contextlib
 import contextvars
 import io
 import json
@@ -27,6 +29,7 @@ from django.conf import settings
 from django.utils import timezone, translation
 
 from infrastructure.api_errors import error_body
+from infrastructure.loop_responses import LoopResponse
 from infrastructure.request_id import HEADER, request_id_of
 
 log = structlog.get_logger("orchestra.http")
@@ -39,6 +42,9 @@ class WsgiOnThreads:
         self._local = threading.local()
 
     async def __call__(self, scope, receive, send):
+        # As Django's ASGI handler does: a header with "_" in its name could pass for one
+        # with "-" once both are HTTP_… in the WSGI environ (X_FORWARDED_PROTO spoofing).
+        scope = {**scope, "headers": [(n, v) for n, v in scope["headers"] if b"_" not in n]}
         loop = asyncio.get_running_loop()
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         headers = dict(scope["headers"])
@@ -62,6 +68,9 @@ class WsgiOnThreads:
         messages = await loop.run_in_executor(
             self.executor, self._serve, environ, loop, watch_with, send
         )
+        if isinstance(messages, LoopResponse):
+            await _finish_on_the_loop(messages, send, watch_with)
+            return
         for message in messages:
             await send(message)
 
@@ -83,6 +92,8 @@ class WsgiOnThreads:
         response = None
         try:
             response = self.app(environ, start.start_response)
+            if isinstance(response, LoopResponse):
+                return response  # its body runs on the event loop
             if not getattr(response, "streaming", False):
                 body = b"".join(response)
                 return start.message(), {"type": "http.response.body", "body": start.written + body}
@@ -153,6 +164,37 @@ def _stream(chunks, start: _Start, hand_over, client_gone: threading.Event) -> N
     if not start.sent:
         hand_over(start.message())
     hand_over({"type": "http.response.body", "body": pending})
+
+
+async def _finish_on_the_loop(response: LoopResponse, send, receive) -> None:
+    """Run a LoopResponse's body on the loop; stop it if its client leaves first."""
+    pump = asyncio.create_task(_pump(response, send))
+    if receive is None:
+        await pump
+        return
+    gone = asyncio.create_task(_until_disconnect(receive))
+    await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (pump, gone):
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pump
+
+
+async def _pump(response: LoopResponse, send) -> None:
+    started = False
+    async for chunk in response.loop_body(response):
+        if not started:
+            await send(response.start_message())
+            started = True
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    if not started:
+        await send(response.start_message())
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _until_disconnect(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _watch_for_disconnect(receive, client_gone: threading.Event) -> None:

@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from access.services import api_key_create
 from infrastructure import cache_versions as versions
+from tests.asgi_helpers import ApiTestClient
 from tests.factories import user_create
 from tests.fakes.anthropic_server import FakeAnthropicServer
 from tests.fakes.openai_server import FakeOpenAIServer
@@ -64,12 +65,12 @@ def api_key_for(db) -> Callable[..., str]:
 
 @pytest.fixture
 def api_client() -> APIClient:
-    return APIClient()
+    return ApiTestClient()
 
 
 @pytest.fixture
 def alice_client(alice, api_key_for) -> APIClient:
-    client = APIClient()
+    client = ApiTestClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key_for(alice, name='alice-key')}")
     return client
 

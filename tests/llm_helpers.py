@@ -9,13 +9,18 @@ its Prometheus series start fresh in every test.
 import json
 import uuid
 
+from asgiref.sync import async_to_sync
 from prometheus_client import REGISTRY
 
 from agents import router
 from agents.models import Agent, AgentModel, LLMModel, Provider
 from agents.providers.base import ModelRequest
+from agents.providers.factory import shared_provider
+from agents.runtime import AgentOutcome, run_agent
 from billing.models import UsageRecord
 from conversations.models import Turn
+from infrastructure.event_loops import run_sync
+from infrastructure.off_loop import INLINE
 from infrastructure.redis_client import sync_client
 
 
@@ -78,6 +83,63 @@ def request_for(text: str = "Where is my parcel?"):
     return build
 
 
+async def _collect(provider, request: ModelRequest) -> list:
+    return [event async for event in provider.stream(request)]
+
+
+async def _collect_until_error(provider, request: ModelRequest) -> tuple[list, Exception]:
+    events = []
+    try:
+        async for event in provider.stream(request):
+            events.append(event)
+    except Exception as error:  # noqa: BLE001 - the caller asserts what it was
+        return events, error
+    raise AssertionError(f"The stream ended without an error, after {events}.")
+
+
+def events_until_error(provider, request: ModelRequest) -> tuple[list, Exception]:
+    """The events the stream gave before it failed, and the error."""
+    return run_sync(_collect_until_error, provider, request)
+
+
+def close(provider) -> None:
+    run_sync(provider.aclose)
+
+
+def events_of(provider, request: ModelRequest) -> list:
+    """Every event of the provider's stream for `request` (on the process's background
+    loop: an adapter's async client keeps its connections on one loop)."""
+    return run_sync(_collect, provider, request)
+
+
+def complete(**kwargs) -> router.ModelResponse:
+    """router.complete, from a test, on the background loop."""
+    return run_sync(router.complete, **kwargs)
+
+
+async def _shared(config):
+    return shared_provider(config)
+
+
+def warm_up(model: LLMModel) -> None:
+    """The model's adapter built (its SDK imported, its client made) on the background loop."""
+    run_sync(_shared, model.provider.config())
+
+
+def run_agent_here(**kwargs) -> AgentOutcome:
+    """runtime.run_agent from a test: on a loop of its own, its tools' database work on the
+    test's thread (its connection and transaction)."""
+
+    async def run() -> AgentOutcome:
+        token = INLINE.set(True)
+        try:
+            return await run_agent(**kwargs)
+        finally:
+            INLINE.reset(token)
+
+    return async_to_sync(run)()
+
+
 class RouterSpy:
     """RouterCallbacks that record what the router reported."""
 
@@ -89,15 +151,19 @@ class RouterSpy:
 
     def callbacks(self) -> router.RouterCallbacks:
         return router.RouterCallbacks(
-            on_delta=self.deltas.append,
-            on_reset=self._reset,
-            on_model_call=self.calls.append,
+            on_delta=self._delta, on_reset=self._reset, on_model_call=self._call
         )
 
-    def _reset(self) -> None:
+    async def _delta(self, text: str) -> None:
+        self.deltas.append(text)
+
+    async def _reset(self) -> None:
         self.resets += 1
 
-    def sleep(self, seconds: float) -> None:
+    async def _call(self, call: router.ModelCall) -> None:
+        self.calls.append(call)
+
+    async def sleep(self, seconds: float) -> None:
         """A `sleep` for router.complete that records the wait instead of sleeping."""
         self.waits.append(seconds)
 

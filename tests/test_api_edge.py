@@ -137,15 +137,20 @@ def test_a_post_to_an_unknown_api_path_is_a_json_404(signed_in_browser):
     }
 
 
-def test_a_post_to_a_turns_event_stream_is_a_json_405(signed_in_browser, alice, support_agent):
+def test_a_post_to_a_turns_event_stream_is_json(
+    signed_in_browser, alice_client, alice, support_agent
+):
     conversation = conversation_make(owner=alice, agent=support_agent)
+    path = reverse("api:turn-events", args=[conversation.pk, 1])
 
-    response = signed_in_browser.post(
-        reverse("api:turn-events", args=[conversation.pk, 1]), data="{}", content_type="x/y"
+    with_session = signed_in_browser.post(path, data="{}", content_type="x/y")
+    with_a_key = alice_client.post(path, data="{}", content_type="x/y")
+
+    assert (with_session.status_code, with_session.json()["error"]["code"]) == (403, "forbidden")
+    assert (with_a_key.status_code, with_a_key.json()["error"]["code"]) == (
+        405,
+        "method_not_allowed",
     )
-
-    assert response.status_code == 405
-    assert response.json()["error"]["code"] == "method_not_allowed"
 
 
 def test_a_failed_csrf_check_on_an_api_view_is_json(signed_in_browser, alice, support_agent):
@@ -240,6 +245,7 @@ def test_the_event_stream_is_in_the_schema(schema):
 
     assert set(stream) == {"text/event-stream"}
     assert stream["text/event-stream"]["schema"]["properties"]["event"]["enum"] == [
+        "error",
         "turn.accepted",
         "turn.completed",
         "turn.delta",

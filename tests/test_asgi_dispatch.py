@@ -1,102 +1,35 @@
-"""orchestra_site/asgi.py: which handler serves each HTTP request, and what the WSGI path
-must keep of Django's ASGI handler (no underscore headers) or add (chunked bodies read).
-
-Async views (the SSE stream) go to Django's ASGI handler, so they stream from the event
-loop; long-polls to a thread pool of their own; every other request to the main pool.
+"""orchestra_site/asgi.py: every HTTP request goes to Django's WSGI handler on the pool
+of threads, which keeps what Django's ASGI handler guarantees (no underscore headers,
+chunked bodies read whole); a wait or an event stream leaves its thread and is finished on
+the event loop.
 """
 
+import asyncio
 import json
+import threading
+import time
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.testing import ApplicationCommunicator
+from django.http import JsonResponse
+from django.urls import path
 
 from conversations.models import Turn
-from orchestra_site.asgi import HttpBySyncOrAsyncView, http_app
+from infrastructure.loop_responses import LoopResponse
+from orchestra_site.asgi import router as http_app
+from orchestra_site.urls import urlpatterns as site_urlpatterns
+from orchestra_site.wsgi_threads import WsgiOnThreads
 from tests.asgi_helpers import http_scope, send_http_request
 from tests.turn_helpers import TRANSACTIONAL
 
 pytest_plugins = ["tests.turn_fixtures"]
-
-CONVERSATION = "/api/v1/conversations/2b1b7f3e-3d3c-4c1e-9a55-0d4c8f1f7a10"
-
-
-class Recording:
-    def __init__(self, name: str, seen: list):
-        self.name, self.seen = name, seen
-
-    async def __call__(self, scope, receive, send):
-        self.seen.append((self.name, scope))
-
-
-def dispatch(path: str, query: bytes = b"", headers=(), root_path: str = "") -> tuple:
-    seen: list = []
-    app = HttpBySyncOrAsyncView(*(Recording(name, seen) for name in ("asgi", "wsgi", "poll")))
-    scope = {
-        "type": "http",
-        "path": root_path + path,
-        "root_path": root_path,
-        "query_string": query,
-        "headers": list(headers),
-    }
-    async_to_sync(app)(scope, None, None)
-    [(handler, scope)] = seen
-    return handler, scope
-
-
-@pytest.mark.parametrize(
-    ("path", "query", "handler"),
-    [
-        (f"{CONVERSATION}/turns/3/events/", b"", "asgi"),
-        (f"{CONVERSATION}/turns/3/", b"", "wsgi"),
-        (f"{CONVERSATION}/turns/3/", b"wait=0", "wsgi"),
-        (f"{CONVERSATION}/turns/3/", b"wait=30", "poll"),
-        (f"{CONVERSATION}/turns/", b"", "wsgi"),
-        ("/health/", b"", "wsgi"),
-        ("/admin/login/", b"next=/admin/", "wsgi"),
-        ("/api/v1/no-such-thing/", b"", "wsgi"),
-        ("/nowhere", b"", "wsgi"),
-    ],
-)
-def test_each_request_goes_to_the_handler_that_suits_it(path, query, handler):
-    assert dispatch(path, query)[0] == handler
-
-
-@pytest.mark.parametrize(
-    ("prefer", "handler"),
-    [
-        ([b"wait=30"], "poll"),
-        ([b"respond-async, wait=5"], "poll"),
-        ([b"respond-async", b"wait=5"], "poll"),
-        ([b"return=minimal"], "wsgi"),
-        ([b"wait=0"], "wsgi"),
-        ([b"wait=soon"], "wsgi"),  # refused at once by the view: nothing to wait for
-    ],
-)
-def test_a_submission_that_prefers_to_wait_goes_to_the_long_poll_pool(prefer, handler):
-    headers = [(b"prefer", value) for value in prefer]
-
-    assert dispatch(f"{CONVERSATION}/turns/", headers=headers)[0] == handler
-
-
-def test_behind_a_path_prefix_the_stream_still_goes_to_the_asgi_handler():
-    handler, _ = dispatch(f"{CONVERSATION}/turns/3/events/", root_path="/orchestra")
-
-    assert handler == "asgi"
-
-
-def test_headers_with_an_underscore_never_reach_the_wsgi_handler():
-    headers = [(b"x_forwarded_proto", b"https"), (b"x-forwarded-proto", b"http")]
-
-    handler, scope = dispatch("/health/", headers=headers)
-
-    assert (handler, scope["headers"]) == ("wsgi", [(b"x-forwarded-proto", b"http")])
 
 
 # --- through the real application --------------------------------------------------------------
 
 
 def request(method: str, path: str, headers: list, chunks: list[bytes]) -> tuple[int, dict, bytes]:
-    """One HTTP request through `http_app`, the body sent in `chunks`."""
+    """One HTTP request through the application, the body sent in `chunks`."""
     messages, _ = send_http_request(http_app, http_scope(method, path, headers), chunks)
     start, body = messages[0], b"".join(m.get("body", b"") for m in messages[1:])
     return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, body
@@ -154,3 +87,107 @@ def test_an_underscore_header_cannot_stand_in_for_its_dashed_twin(alice, api_key
     assert status == 200
     assert response_headers["x-request-id"] != "chosen-by-the-client"
     assert len(response_headers["x-request-id"]) == 32
+
+
+def test_headers_with_an_underscore_never_reach_django(one_thread_app):
+    """As Django's ASGI handler does: x_forwarded_proto could pass for x-forwarded-proto."""
+    scope = http_scope("GET", "/test/quick/", [(b"x_forwarded_proto", b"https")])
+
+    async def get():
+        communicator = ApplicationCommunicator(one_thread_app, scope)
+        await communicator.send_input({"type": "http.request", "body": b""})
+        return await communicator.receive_output(), await communicator.receive_output()
+
+    start, body = asyncio.run(get())
+    assert (start["status"], json.loads(body["body"])) == (200, {"forwarded_proto": None})
+
+
+# --- responses finished on the event loop ------------------------------------------------------
+
+released = threading.Event()
+bodies_closed: list[str] = []
+
+
+def slow_wait(request):
+    async def body(response):
+        try:
+            while not released.is_set():
+                await asyncio.sleep(0.01)
+            response["X-Waited"] = "yes"
+            yield b'{"waited": true}'
+        finally:
+            bodies_closed.append(request.path)
+
+    return LoopResponse(body, content_type="application/json")
+
+
+def quick(request):
+    return JsonResponse({"forwarded_proto": request.META.get("HTTP_X_FORWARDED_PROTO")})
+
+
+urlpatterns = [
+    path("test/slow-wait/", slow_wait),
+    path("test/quick/", quick),
+    *site_urlpatterns,
+]
+
+
+@pytest.fixture
+def one_thread_app(settings):
+    """The server's bridge with a single pool thread, on a urlconf with a wait."""
+    settings.ROOT_URLCONF = __name__
+    from django.core.wsgi import get_wsgi_application
+
+    released.clear()
+    bodies_closed.clear()
+    return WsgiOnThreads(get_wsgi_application(), 1, "test")
+
+
+async def _get(app, path: str, *, until=None) -> list[dict]:
+    communicator = ApplicationCommunicator(app, http_scope("GET", path))
+    await communicator.send_input({"type": "http.request", "body": b""})
+    messages = []
+    while True:
+        message = await communicator.receive_output(timeout=5)
+        messages.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            return messages
+
+
+@pytest.mark.django_db
+def test_a_wait_holds_no_thread_while_it_waits(one_thread_app):
+    async def scenario():
+        waiting = asyncio.ensure_future(_get(one_thread_app, "/test/slow-wait/"))
+        await asyncio.sleep(0.2)
+        # The pool's only thread answers another request while the first one waits.
+        quick_answer = await _get(one_thread_app, "/test/quick/")
+        assert not waiting.done()
+        released.set()
+        return await waiting, quick_answer
+
+    waited, quick_answer = asyncio.run(scenario())
+
+    assert quick_answer[0]["status"] == 200
+    start, *body = waited
+    assert (start["status"], dict(start["headers"])[b"x-waited"]) == (200, b"yes")
+    assert b"".join(m.get("body", b"") for m in body) == b'{"waited": true}'
+    assert bodies_closed == ["/test/slow-wait/"]
+
+
+@pytest.mark.django_db
+def test_a_client_that_leaves_stops_the_wait(one_thread_app):
+    async def scenario():
+        communicator = ApplicationCommunicator(
+            one_thread_app, http_scope("GET", "/test/slow-wait/")
+        )
+        await communicator.send_input({"type": "http.request", "body": b""})
+        await asyncio.sleep(0.2)
+        await communicator.send_input({"type": "http.disconnect"})
+        await communicator.wait(timeout=5)
+        return await communicator.receive_nothing(timeout=0.1)
+
+    assert asyncio.run(scenario()) is True  # nothing was sent
+    deadline = time.monotonic() + 2
+    while not bodies_closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert bodies_closed == ["/test/slow-wait/"]

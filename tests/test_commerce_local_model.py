@@ -9,18 +9,19 @@ from django.utils import timezone
 from agents.models import Agent
 from agents.providers import LocalModel, ModelRequest, TextDelta
 from agents.providers.base import ToolCall
-from agents.runtime import RuntimeCallbacks, run_agent
+from agents.runtime import RuntimeCallbacks
 from agents.tools import get_tool
 from commerce import demo
 from commerce.models import ShippingRule
 from commerce.tools import COMMERCE_TOOLS
+from tests.llm_helpers import RouterSpy, events_of, run_agent_here
 
 OFFERED = tuple(get_tool(name).spec for name in (*COMMERCE_TOOLS, "handoff_to_human"))
 
 
 def first_event(text: str, tools=OFFERED):
     request = ModelRequest(model="local", messages=[{"role": "user", "content": text}], tools=tools)
-    return next(iter(LocalModel(token_delay_s=0).stream(request)))
+    return events_of(LocalModel(token_delay_s=0), request)[0]
 
 
 @pytest.mark.parametrize(
@@ -134,7 +135,7 @@ def answer_to(tool: str, result: dict) -> str:
         ],
         tools=OFFERED,
     )
-    events = LocalModel(token_delay_s=0).stream(request)
+    events = events_of(LocalModel(token_delay_s=0), request)
     return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
@@ -274,11 +275,14 @@ def demo_agent(db) -> Agent:
 
 
 def ask(agent: Agent, text: str) -> str:
-    deltas: list[str] = []
-    outcome = run_agent(
-        agent=agent, history=[], text=text, callbacks=RuntimeCallbacks(on_delta=deltas.append)
+    spy = RouterSpy()
+    outcome = run_agent_here(
+        agent=agent,
+        history=[],
+        text=text,
+        callbacks=RuntimeCallbacks(on_delta=spy.callbacks().on_delta),
     )
-    assert "".join(deltas) == outcome.text
+    assert "".join(spy.deltas) == outcome.text
     return outcome.text
 
 

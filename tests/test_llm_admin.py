@@ -17,6 +17,7 @@ from tests.fakes.openai_server import FakeOpenAIServer
 from tests.llm_helpers import (
     RouterSpy,
     chain_set,
+    complete,
     fake_model,
     local_model,
     model_make,
@@ -510,7 +511,7 @@ def test_the_admin_shows_an_open_circuit_and_the_last_error(admin_client, openai
     model = fake_model(openai_server, breaker_fail_max=1, name=unique("gpt-flaky"))
     openai_server.plan(ErrorReply(500))
     with pytest.raises(router.AllModelsFailed):
-        router.complete(chain=[model], request_for=request_for(), callbacks=RouterSpy().callbacks())
+        complete(chain=[model], request_for=request_for(), callbacks=RouterSpy().callbacks())
 
     providers = text_of(admin_client.get(PROVIDERS))
     assert f"{model.name}: open" in providers

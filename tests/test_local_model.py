@@ -2,6 +2,7 @@
 
 from agents.providers import Finish, LocalModel, ModelRequest, TextDelta, Usage
 from agents.providers.base import NO_REPEAT_INSTRUCTION
+from tests.llm_helpers import events_of
 
 SYSTEM = "You are the support agent of a small shop."
 QUESTION = "Where is my parcel? It was due on Monday."
@@ -14,7 +15,7 @@ def request_for(*messages: tuple[str, str]) -> ModelRequest:
 
 
 def stream(request: ModelRequest) -> list:
-    return list(LocalModel(token_delay_s=0).stream(request))
+    return events_of(LocalModel(token_delay_s=0), request)
 
 
 def text_of(events: list) -> str:

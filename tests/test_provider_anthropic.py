@@ -27,6 +27,7 @@ from tests.fakes import (
     split,
 )
 from tests.fakes.anthropic_server import FakeAnthropicServer
+from tests.llm_helpers import close, events_of, events_until_error
 
 KEY = "sk-ant-test-SECRET-0123456789abcdef"
 MODEL = "claude-test"
@@ -69,7 +70,7 @@ def make_provider(server):
 
     yield make
     for provider in providers:
-        provider.close()
+        close(provider)
 
 
 @pytest.fixture
@@ -82,18 +83,16 @@ def request(messages=None, **kwargs) -> ModelRequest:
 
 
 def failure(provider, req=None) -> tuple[list, ProviderError]:
-    events = []
-    with pytest.raises(ProviderError) as caught:
-        for event in provider.stream(req or request()):
-            events.append(event)
-    return events, caught.value
+    events, error = events_until_error(provider, req or request())
+    assert isinstance(error, ProviderError), error
+    return events, error
 
 
 def test_streams_text_deltas_in_order_then_usage_then_finish(server, provider):
     reply = "Shipping for order 42 is 4.90 EUR, delivered in two days."
     server.plan(TextReply(reply, chunks=5, input_tokens=31, output_tokens=14))
 
-    events = list(provider.stream(request(max_output_tokens=256, temperature=0.3)))
+    events = events_of(provider, request(max_output_tokens=256, temperature=0.3))
 
     deltas = [e.text for e in events if isinstance(e, TextDelta)]
     assert deltas == split(reply, 5)
@@ -128,7 +127,7 @@ def test_usage_counts_cached_prompt_tokens(server, provider):
         )
     )
 
-    usage = next(e for e in provider.stream(request()) if isinstance(e, Usage))
+    usage = next(e for e in events_of(provider, request()) if isinstance(e, Usage))
 
     # input_tokens is the whole prompt, as with OpenAI; cached_tokens is its cached part.
     assert usage == Usage(input_tokens=1640, output_tokens=3, cached_tokens=1500, reported=True)
@@ -138,7 +137,7 @@ def test_usage_is_estimated_when_the_server_sends_none(server, provider):
     reply = "Four point ninety."
     server.plan(TextReply(reply, usage=False))
 
-    events = list(provider.stream(request()))
+    events = events_of(provider, request())
 
     prompt_chars = sum(len(m["content"]) for m in MESSAGES)
     assert events[-2] == Usage(
@@ -155,7 +154,7 @@ def test_usage_is_estimated_when_the_server_sends_none(server, provider):
 def test_stop_reasons_are_normalized(server, provider, stop_reason, finish):
     server.plan(TextReply("Cut sh", finish_reason=stop_reason))
 
-    assert list(provider.stream(request()))[-1] == Finish(finish)
+    assert events_of(provider, request())[-1] == Finish(finish)
 
 
 def test_tool_call_round_trip(server, provider):
@@ -170,7 +169,7 @@ def test_tool_call_round_trip(server, provider):
         TextReply("Shipping is 4.90 EUR."),
     )
 
-    first = list(provider.stream(request(tools=(QUOTE_TOOL,))))
+    first = events_of(provider, request(tools=(QUOTE_TOOL,)))
 
     call = ToolCall(
         id="toolu_abc",
@@ -206,7 +205,7 @@ def test_tool_call_round_trip(server, provider):
             "content": '{"price": "4.90", "currency": "EUR"}',
         },
     ]
-    second = list(provider.stream(request(follow_up, tools=(QUOTE_TOOL,))))
+    second = events_of(provider, request(follow_up, tools=(QUOTE_TOOL,)))
 
     assert "".join(e.text for e in second if isinstance(e, TextDelta)) == "Shipping is 4.90 EUR."
     sent = server.requests[1].json
@@ -296,7 +295,9 @@ def test_conversion_merges_consecutive_roles_and_joins_system_messages():
 def test_malformed_tool_arguments_keep_the_raw_text(server, provider, raw):
     server.plan(ToolCallReply("quote_shipping", raw, call_id="toolu_bad"))
 
-    calls = [e for e in provider.stream(request(tools=(QUOTE_TOOL,))) if isinstance(e, ToolCall)]
+    calls = [
+        e for e in events_of(provider, request(tools=(QUOTE_TOOL,))) if isinstance(e, ToolCall)
+    ]
 
     assert calls == [
         ToolCall(id="toolu_bad", name="quote_shipping", arguments=None, raw_arguments=raw)

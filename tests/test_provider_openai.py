@@ -31,6 +31,7 @@ from tests.fakes import (
     split,
 )
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.llm_helpers import close, events_of, events_until_error
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 MODEL = "gpt-test"
@@ -73,7 +74,7 @@ def make_provider(server):
 
     yield make
     for provider in providers:
-        provider.close()
+        close(provider)
 
 
 @pytest.fixture
@@ -86,18 +87,16 @@ def request(messages=None, **kwargs) -> ModelRequest:
 
 
 def failure(provider, req=None) -> tuple[list, ProviderError]:
-    events = []
-    with pytest.raises(ProviderError) as caught:
-        for event in provider.stream(req or request()):
-            events.append(event)
-    return events, caught.value
+    events, error = events_until_error(provider, req or request())
+    assert isinstance(error, ProviderError), error
+    return events, error
 
 
 def test_streams_text_deltas_in_order_then_usage_then_finish(server, provider):
     reply = "Shipping for order 42 is 4.90 EUR, delivered in two days."
     server.plan(TextReply(reply, chunks=5, input_tokens=31, output_tokens=14))
 
-    events = list(provider.stream(request(max_output_tokens=256, temperature=0.3)))
+    events = events_of(provider, request(max_output_tokens=256, temperature=0.3))
 
     deltas = [e.text for e in events if isinstance(e, TextDelta)]
     assert deltas == split(reply, 5)
@@ -123,7 +122,7 @@ def test_streams_text_deltas_in_order_then_usage_then_finish(server, provider):
 def test_cached_prompt_tokens_are_reported(server, provider):
     server.plan(TextReply("Hi.", input_tokens=2000, output_tokens=3, cached_tokens=1536))
 
-    usage = next(e for e in provider.stream(request()) if isinstance(e, Usage))
+    usage = next(e for e in events_of(provider, request()) if isinstance(e, Usage))
 
     assert usage == Usage(input_tokens=2000, output_tokens=3, cached_tokens=1536, reported=True)
 
@@ -132,7 +131,7 @@ def test_usage_is_estimated_when_the_server_sends_none(server, provider):
     reply = "Four point ninety."
     server.plan(TextReply(reply, usage=False))
 
-    events = list(provider.stream(request()))
+    events = events_of(provider, request())
 
     prompt_chars = sum(len(m["content"]) for m in MESSAGES)
     assert events[-2] == Usage(
@@ -146,7 +145,7 @@ def test_usage_is_estimated_when_the_server_sends_none(server, provider):
 def test_finish_reason_is_passed_on(server, provider):
     server.plan(TextReply("Cut sh", finish_reason="length"))
 
-    assert list(provider.stream(request()))[-1] == Finish("length")
+    assert events_of(provider, request())[-1] == Finish("length")
 
 
 def test_tool_call_round_trip(server, provider):
@@ -161,7 +160,7 @@ def test_tool_call_round_trip(server, provider):
         TextReply("Shipping is 4.90 EUR."),
     )
 
-    first = list(provider.stream(request(tools=(QUOTE_TOOL,))))
+    first = events_of(provider, request(tools=(QUOTE_TOOL,)))
 
     call = ToolCall(
         id="call_abc",
@@ -200,7 +199,7 @@ def test_tool_call_round_trip(server, provider):
             "content": '{"price": "4.90", "currency": "EUR"}',
         },
     ]
-    second = list(provider.stream(request(follow_up, tools=(QUOTE_TOOL,))))
+    second = events_of(provider, request(follow_up, tools=(QUOTE_TOOL,)))
 
     assert "".join(e.text for e in second if isinstance(e, TextDelta)) == "Shipping is 4.90 EUR."
     assert server.requests[1].json["messages"] == [
@@ -239,7 +238,9 @@ def test_parallel_tool_calls_are_assembled_by_index(server, provider):
         )
     )
 
-    calls = [e for e in provider.stream(request(tools=(QUOTE_TOOL,))) if isinstance(e, ToolCall)]
+    calls = [
+        e for e in events_of(provider, request(tools=(QUOTE_TOOL,))) if isinstance(e, ToolCall)
+    ]
 
     assert [(c.id, c.name, c.arguments) for c in calls] == [
         ("call_1", "quote_shipping", {"order_id": "1"}),
@@ -251,7 +252,9 @@ def test_parallel_tool_calls_are_assembled_by_index(server, provider):
 def test_malformed_tool_arguments_keep_the_raw_text(server, provider, raw):
     server.plan(ToolCallReply("quote_shipping", raw, call_id="call_bad"))
 
-    calls = [e for e in provider.stream(request(tools=(QUOTE_TOOL,))) if isinstance(e, ToolCall)]
+    calls = [
+        e for e in events_of(provider, request(tools=(QUOTE_TOOL,))) if isinstance(e, ToolCall)
+    ]
 
     assert calls == [
         ToolCall(id="call_bad", name="quote_shipping", arguments=None, raw_arguments=raw)
@@ -399,8 +402,8 @@ def test_build_provider_maps_kinds():
         assert isinstance(openai_provider, OpenAIProvider)
         assert isinstance(anthropic_provider, AnthropicProvider)
     finally:
-        openai_provider.close()
-        anthropic_provider.close()
+        close(openai_provider)
+        close(anthropic_provider)
     assert isinstance(build_provider(ProviderConfig(kind="local")), LocalModel)
     with pytest.raises(ValueError, match="unknown provider kind"):
         build_provider(ProviderConfig(kind="gemini"))

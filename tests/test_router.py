@@ -18,7 +18,6 @@ from agents import router
 from agents.breakers import breaker_for, circuit_state
 from agents.health import model_health, record_call
 from agents.providers.base import StreamAborted
-from agents.providers.factory import shared_provider
 from agents.providers.local import count_tokens
 from billing.models import UsageRecord
 from conversations.execution import drain_conversation
@@ -29,6 +28,7 @@ from tests.llm_helpers import (
     RouterSpy,
     breaker_state_in_redis,
     chain_set,
+    complete,
     fake_model,
     local_model,
     metric,
@@ -37,6 +37,7 @@ from tests.llm_helpers import (
     request_for,
     usage_of,
     usage_records,
+    warm_up,
 )
 from tests.turn_helpers import (
     SUPPORT_PROMPT,
@@ -79,7 +80,7 @@ def test_a_500_then_success_is_retried_after_a_backoff_and_both_attempts_are_rep
     server.plan(ErrorReply(500, "upstream exploded"), TextReply(ANSWER, chunks=3))
     spy = RouterSpy()
 
-    response = router.complete(
+    response = complete(
         chain=[model], request_for=request_for(), callbacks=spy.callbacks(), sleep=spy.sleep
     )
 
@@ -124,7 +125,7 @@ def test_a_429_with_retry_after_waits_exactly_that_long(db, server):
     server.plan(ErrorReply(429, "slow down", headers={"Retry-After": "1"}), TextReply(ANSWER))
     spy = RouterSpy()
 
-    response = router.complete(
+    response = complete(
         chain=[model], request_for=request_for(), callbacks=spy.callbacks(), sleep=spy.sleep
     )
 
@@ -138,10 +139,10 @@ def test_a_429_with_retry_after_really_waits_with_the_default_sleep(db, openai_s
     model = fake_model(openai_server, max_retries=1)
     openai_server.plan(ErrorReply(429, headers={"Retry-After": "1"}), TextReply(ANSWER))
     spy = RouterSpy()
-    shared_provider(model.provider.config())  # the SDK imported and its client built already
+    warm_up(model)  # the SDK imported and its client built already
 
     started = time.monotonic()
-    response = router.complete(chain=[model], request_for=request_for(), callbacks=spy.callbacks())
+    response = complete(chain=[model], request_for=request_for(), callbacks=spy.callbacks())
     elapsed = time.monotonic() - started
 
     assert response.text == ANSWER
@@ -154,9 +155,7 @@ def test_a_retry_after_beyond_the_cap_waits_the_cap(db, openai_server):
     openai_server.plan(ErrorReply(429, headers={"Retry-After": "120"}), TextReply(ANSWER))
     spy = RouterSpy()
 
-    router.complete(
-        chain=[model], request_for=request_for(), callbacks=spy.callbacks(), sleep=spy.sleep
-    )
+    complete(chain=[model], request_for=request_for(), callbacks=spy.callbacks(), sleep=spy.sleep)
 
     assert spy.waits == [router.MAX_RETRY_AFTER_S] == [30.0]
 
@@ -173,7 +172,7 @@ def test_a_client_error_is_not_retried_and_falls_back_to_the_next_model(
     openai_server.plan(ErrorReply(status, "no"), TextReply("From the fallback."))
     spy = RouterSpy()
 
-    response = router.complete(
+    response = complete(
         chain=[first, second],
         request_for=request_for(),
         callbacks=spy.callbacks(),
@@ -195,7 +194,7 @@ def test_retries_stop_after_max_retries_then_the_next_model_answers(db, openai_s
     openai_server.plan(ErrorReply(500), ErrorReply(502), ErrorReply(503), TextReply(ANSWER))
     spy = RouterSpy()
 
-    response = router.complete(
+    response = complete(
         chain=[first, second],
         request_for=request_for(),
         callbacks=spy.callbacks(),
@@ -220,7 +219,7 @@ def test_a_timeout_is_retried(db, openai_server):
     openai_server.plan(TextReply("Too late.", delay=1.0), TextReply(ANSWER))
     spy = RouterSpy()
 
-    response = router.complete(
+    response = complete(
         chain=[model], request_for=request_for(), callbacks=spy.callbacks(), sleep=spy.sleep
     )
 
@@ -235,7 +234,7 @@ def test_a_refused_connection_is_retried_then_every_model_has_failed(db):
     spy = RouterSpy()
 
     with pytest.raises(router.AllModelsFailed) as failed:
-        router.complete(
+        complete(
             chain=[model], request_for=request_for(), callbacks=spy.callbacks(), sleep=spy.sleep
         )
 
@@ -255,7 +254,7 @@ def test_a_mid_stream_disconnect_is_taken_back_and_the_retry_streams_cleanly(db,
     )
     spy = RouterSpy()
 
-    response = router.complete(
+    response = complete(
         chain=[model], request_for=request_for(), callbacks=spy.callbacks(), sleep=spy.sleep
     )
 
@@ -279,7 +278,7 @@ def test_a_context_overflow_from_the_server_falls_back_without_a_retry(db, opena
     )
     spy = RouterSpy()
 
-    response = router.complete(
+    response = complete(
         chain=[first, second],
         request_for=request_for(),
         callbacks=spy.callbacks(),
@@ -300,7 +299,7 @@ def test_an_error_event_inside_the_stream_is_retried_after_a_reset(db, openai_se
     openai_server.plan(StreamErrorReply("Half an ans", chunks=2), TextReply(ANSWER))
     spy = RouterSpy()
 
-    response = router.complete(
+    response = complete(
         chain=[model], request_for=request_for(), callbacks=spy.callbacks(), sleep=spy.sleep
     )
 
@@ -318,7 +317,7 @@ def test_the_circuit_opens_after_breaker_fail_max_failures_and_stops_the_retries
     spy = RouterSpy()
 
     with pytest.raises(router.AllModelsFailed) as failed:
-        router.complete(
+        complete(
             chain=[model], request_for=request_for(), callbacks=spy.callbacks(), sleep=spy.sleep
         )
 
@@ -336,7 +335,7 @@ def test_no_wait_is_spent_after_the_failure_that_opened_the_circuit(db, openai_s
     spy = RouterSpy()
 
     with pytest.raises(router.AllModelsFailed):
-        router.complete(
+        complete(
             chain=[model], request_for=request_for(), callbacks=spy.callbacks(), sleep=spy.sleep
         )
 
@@ -348,7 +347,7 @@ def test_a_client_error_does_not_count_towards_opening_the_circuit(db, openai_se
     openai_server.plan(ErrorReply(400), ErrorReply(400), ErrorReply(400))
     for _ in range(3):
         with pytest.raises(router.AllModelsFailed):
-            router.complete(
+            complete(
                 chain=[model],
                 request_for=request_for(),
                 callbacks=RouterSpy().callbacks(),
@@ -363,12 +362,12 @@ def test_cancelled_calls_do_not_open_the_circuit_of_a_healthy_model(db, openai_s
     model = fake_model(openai_server, breaker_fail_max=2)
     openai_server.plan(TextReply(ANSWER, chunks=3), TextReply(ANSWER, chunks=3))
     for _ in range(2):
-        deltas: list[str] = []
+        spy = RouterSpy()
         callbacks = router.RouterCallbacks(
-            on_delta=deltas.append, should_stop=lambda deltas=deltas: bool(deltas)
+            on_delta=spy.callbacks().on_delta, should_stop=lambda spy=spy: bool(spy.deltas)
         )
         with pytest.raises(StreamAborted):
-            router.complete(chain=[model], request_for=request_for(), callbacks=callbacks)
+            complete(chain=[model], request_for=request_for(), callbacks=callbacks)
 
     assert circuit_state(model) == "closed"
 
@@ -378,12 +377,12 @@ def test_an_open_circuit_is_skipped_without_a_request_and_counts_as_a_fallback(d
     first, second = model_make(provider), model_make(provider)
     openai_server.plan(ErrorReply(500), TextReply("Second."), TextReply("Second again."))
     spy = RouterSpy()
-    router.complete(
+    complete(
         chain=[first, second], request_for=request_for(), callbacks=spy.callbacks(), sleep=spy.sleep
     )
     assert circuit_state(first) == "open"
 
-    response = router.complete(
+    response = complete(
         chain=[first, second], request_for=request_for(), callbacks=spy.callbacks(), sleep=spy.sleep
     )
 
@@ -605,7 +604,7 @@ def test_a_circuit_stays_open_for_breaker_reset_s(db, openai_server):
     while time.time() % 1 < 0.6 or time.time() % 1 > 0.7:  # open it late in a second
         time.sleep(0.01)
     with pytest.raises(router.AllModelsFailed):
-        router.complete(chain=[model], request_for=request_for(), callbacks=RouterSpy().callbacks())
+        complete(chain=[model], request_for=request_for(), callbacks=RouterSpy().callbacks())
     opened = time.time()
     time.sleep(int(opened) + 1.05 - opened)  # into the next second, well before 1 s
 

@@ -7,13 +7,13 @@ import uuid
 import pytest
 from django.db import connection
 from rest_framework.serializers import ModelSerializer
-from rest_framework.test import APIClient
 
 from agents.models import Agent
 from conversations.events import _keys
 from conversations.models import Conversation, Turn
 from conversations.serializers import TurnOutput
 from conversations.services import turn_claim_next
+from tests.asgi_helpers import ApiTestClient
 from tests.turn_helpers import (
     SUPPORT_PROMPT,
     TRANSACTIONAL,
@@ -634,8 +634,8 @@ def test_prefer_wait_is_capped_at_60_seconds_and_other_preferences_are_ignored(
 
 
 @TRANSACTIONAL
-def test_a_submission_whose_wait_fails_still_answers_with_the_recorded_turn(
-    alice_client, conversation
+def test_a_submission_whose_turn_redis_cannot_follow_waits_on_the_database(
+    alice_client, conversation, log_output
 ):
     # given that Redis cannot be asked about the next turn's end (its key holds another type)
     with connection.cursor() as cursor:
@@ -647,13 +647,14 @@ def test_a_submission_whose_wait_fails_still_answers_with_the_recorded_turn(
         turns_url(conversation),
         {"text": QUESTION, "turn_id": "msg-1"},
         format="json",
-        HTTP_PREFER="wait=5",
+        HTTP_PREFER="wait=1",
     )
 
-    # then the submission is answered all the same, as recorded, without having waited
+    # then it waited all the same, on the database (no worker ran the turn meanwhile)
     assert (response.status_code, response.json()["status"]) == (202, "queued")
     assert response.json()["id"] == Turn.objects.get().pk == next_pk
-    assert "Preference-Applied" not in response
+    assert response["Preference-Applied"] == "wait=1"
+    assert [line["turn"] for line in log_output.events("turn.wait_without_redis")] == [next_pk]
     assert footprint().enqueued == 1
 
 
@@ -722,7 +723,7 @@ def test_closing_a_conversation_ends_it_for_good(
 
 
 def test_an_operator_may_close_anyones_conversation(operator, api_key_for, conversation):
-    client = APIClient()
+    client = ApiTestClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key_for(operator)}")
 
     response = client.post(conversation_url(conversation, "close/"), format="json")

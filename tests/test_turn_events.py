@@ -1,7 +1,8 @@
 """A turn's events: numbered, buffered, and served as Server-Sent Events
 (docs/architecture.md, docs/api.md).
 
-GET …/turns/{n}/events/ is an async view; it is requested through Django's AsyncClient.
+The buffer's interface is async; these tests call it on the process's background loop.
+GET …/turns/{n}/events/ is finished on an event loop (a LoopResponse), as the server does.
 """
 
 import asyncio
@@ -13,6 +14,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from conversations import payloads
 from conversations.events import (
     MemoryEventBuffer,
     RedisEventBuffer,
@@ -25,8 +27,8 @@ from conversations.events import (
 )
 from conversations.execution import drain_conversation
 from conversations.models import Turn
-from conversations.serializers import TurnOutput
 from conversations.services import conversation_close, turn_submit
+from infrastructure.event_loops import run_sync
 from tests.turn_helpers import (
     TRANSACTIONAL,
     agent_make,
@@ -62,12 +64,61 @@ def finished_turn(conversation) -> Turn:
 
 
 def forget_buffer(turn: Turn) -> None:
-    """What the buffer's expiry does, now."""
+    """What the buffer's expiry (or a Redis restart) does, now."""
     assert redis_client().delete(*_keys(turn.pk)) >= 1
 
 
-def as_frames(events: list[dict]) -> list[dict]:
-    return [{"id": event["seq"], "event": event["type"], "data": event} for event in events]
+def epoch_of(turn: Turn) -> str:
+    return run_sync(event_buffer().read, turn.pk, 0).epoch
+
+
+def as_frames(events: list[dict], epoch: str) -> list[dict]:
+    return [
+        {
+            "id": f"{event['seq']}-{epoch}",
+            "seq": event["seq"],
+            "event": event["type"],
+            "data": {**event, "epoch": epoch},
+        }
+        for event in events
+    ]
+
+
+class Buffer:
+    """A buffer implementation, called from the test's thread."""
+
+    def __init__(self, implementation):
+        self.implementation = implementation
+
+    def append(self, turn_pk: int, *events: dict, attempt: int = 0, final_turn=None):
+        seqs, _epoch, _listened = run_sync(
+            self.implementation.append, turn_pk, list(events), attempt, "conversation.x", final_turn
+        )
+        return seqs
+
+    def read(self, turn_pk: int, after_seq: int) -> list[dict]:
+        return run_sync(self.implementation.read, turn_pk, after_seq).events
+
+    def end(self, turn_pk: int) -> StreamEnd | None:
+        return run_sync(self.implementation.end, turn_pk)
+
+    def wait_for_end(self, turn_pk: int, timeout: float) -> StreamEnd | None:
+        """Follow the stream for its end, as a wait does."""
+
+        async def wait() -> StreamEnd | None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            async with self.implementation.follow(turn_pk, ends_only=True) as follower:
+                while True:
+                    follower.changed.clear()
+                    if end := await self.implementation.end(turn_pk):
+                        return end
+                    try:
+                        await asyncio.wait_for(follower.changed.wait(), deadline - loop.time())
+                    except TimeoutError:
+                        return None
+
+        return run_sync(wait)
 
 
 # --- the event buffer ----------------------------------------------------------------------
@@ -79,21 +130,22 @@ def test_events_are_numbered_from_one_and_an_ended_stream_takes_no_more(finished
     assert events[-1]["type"] == "turn.completed"
 
     assert publish(turn=finished_turn, event_type="turn.delta", text="late") is None
-    assert event_buffer().append(finished_turn.pk, {"type": "turn.reset"}) is None
+    assert Buffer(event_buffer()).append(finished_turn.pk, {"type": "turn.reset"}) == [None]
     assert buffered(finished_turn) == events
 
 
 def test_reading_after_a_seq_returns_only_the_later_events(finished_turn):
-    events = buffered(finished_turn)
+    epoch = epoch_of(finished_turn)
+    events = [{**event, "epoch": epoch} for event in buffered(finished_turn)]
 
-    assert event_buffer().read(finished_turn.pk, 2) == events[2:]
-    assert event_buffer().read(finished_turn.pk, len(events)) == []
+    assert Buffer(event_buffer()).read(finished_turn.pk, 2) == events[2:]
+    assert Buffer(event_buffer()).read(finished_turn.pk, len(events)) == []
 
 
 @pytest.fixture(params=["redis", "memory"])
-def any_buffer(request):
+def any_buffer(request) -> Buffer:
     """Each implementation of the buffer: Redis (full stack) and memory (embedded)."""
-    return RedisEventBuffer() if request.param == "redis" else MemoryEventBuffer()
+    return Buffer(RedisEventBuffer() if request.param == "redis" else MemoryEventBuffer())
 
 
 def test_waiting_for_the_end_of_an_ended_stream_answers_at_once(any_buffer):
@@ -101,7 +153,7 @@ def test_waiting_for_the_end_of_an_ended_stream_answers_at_once(any_buffer):
     any_buffer.append(7, {"type": "turn.completed"})
 
     started = time.monotonic()
-    assert any_buffer.wait_until_ended(7, timeout_s=10) == StreamEnd(turn=None)
+    assert any_buffer.wait_for_end(7, timeout=10) == StreamEnd(seq=2, turn=None)
     assert time.monotonic() - started < 1
 
 
@@ -110,7 +162,7 @@ def test_waiting_for_the_end_gives_up_after_the_timeout(any_buffer):
     any_buffer.append(8, {"type": "turn.delta", "text": "Hello"})
 
     started = time.monotonic()
-    assert any_buffer.wait_until_ended(8, timeout_s=0.3) is None
+    assert any_buffer.wait_for_end(8, timeout=0.3) is None
     assert 0.25 <= time.monotonic() - started < 2
 
 
@@ -120,7 +172,7 @@ def test_waiting_for_the_end_wakes_when_another_thread_ends_the_stream(any_buffe
     ender.start()
 
     started = time.monotonic()
-    assert any_buffer.wait_until_ended(9, timeout_s=10) == StreamEnd(turn=None)
+    assert any_buffer.wait_for_end(9, timeout=10) == StreamEnd(seq=2, turn=None)
     assert 0.15 <= time.monotonic() - started < 5
     ender.join()
 
@@ -128,11 +180,11 @@ def test_waiting_for_the_end_wakes_when_another_thread_ends_the_stream(any_buffe
 def test_the_end_of_a_stream_carries_the_finished_turn_its_worker_left_there(any_buffer):
     finished = {"id": 10, "status": "completed", "output": "Hello", "usage": {"input_tokens": 3}}
     any_buffer.append(10, {"type": "turn.accepted"})
-    any_buffer.append(10, {"type": "turn.delta", "text": "Hello"}, 1, finished)  # not the end
+    any_buffer.append(10, {"type": "turn.delta", "text": "Hello"}, attempt=1, final_turn=finished)
 
-    assert any_buffer.wait_until_ended(10, timeout_s=0.1) is None
-    assert any_buffer.append(10, {"type": "turn.completed"}, 1, finished) == 3
-    assert any_buffer.wait_until_ended(10, timeout_s=1) == StreamEnd(turn=finished)
+    assert any_buffer.wait_for_end(10, timeout=0.1) is None
+    assert any_buffer.append(10, {"type": "turn.completed"}, attempt=1, final_turn=finished) == [3]
+    assert any_buffer.wait_for_end(10, timeout=1) == StreamEnd(seq=3, turn=finished)
 
 
 def test_several_events_go_in_order_and_the_finished_turn_with_the_last(any_buffer):
@@ -140,38 +192,63 @@ def test_several_events_go_in_order_and_the_finished_turn_with_the_last(any_buff
     any_buffer.append(11, {"type": "turn.accepted"})
     events = [{"type": "turn.delta", "text": "Hello"}, {"type": "turn.completed"}]
 
-    assert any_buffer.append_for_group(11, events, 1, "conversation.x", finished)[0] == [2, 3]
+    assert any_buffer.append(11, *events, attempt=1, final_turn=finished) == [2, 3]
     assert [e["type"] for e in any_buffer.read(11, 0)] == [
         "turn.accepted",
         "turn.delta",
         "turn.completed",
     ]
-    assert any_buffer.wait_until_ended(11, timeout_s=1) == StreamEnd(turn=finished)
+    assert any_buffer.end(11) == StreamEnd(seq=3, turn=finished)
 
 
 def test_events_after_the_end_are_refused_with_the_end(any_buffer):
     events = [{"type": "turn.failed"}, {"type": "turn.delta", "text": "late"}]
 
-    assert any_buffer.append_for_group(12, events, 0, "conversation.x")[0] == [1, None]
+    assert any_buffer.append(12, *events) == [1, None]
     assert [e["type"] for e in any_buffer.read(12, 0)] == ["turn.failed"]
+
+
+def test_an_older_attempt_is_refused_once_a_newer_one_appended(any_buffer):
+    assert any_buffer.append(13, {"type": "turn.delta", "text": "new"}, attempt=2) == [1]
+
+    assert any_buffer.append(13, {"type": "turn.delta", "text": "stale"}, attempt=1) == [None]
+    assert [e.get("text") for e in any_buffer.read(13, 0)] == ["new"]
+
+
+def test_each_event_carries_its_buffers_epoch_and_a_new_buffer_has_a_new_one(any_buffer):
+    any_buffer.append(14, {"type": "turn.accepted"}, {"type": "turn.delta", "text": "a"})
+    first = {event["epoch"] for event in any_buffer.read(14, 0)}
+
+    assert len(first) == 1
+    if isinstance(any_buffer.implementation, RedisEventBuffer):
+        redis_client().delete(*_keys(14))  # what a Redis restart does to the buffer
+        any_buffer.append(14, {"type": "turn.reset"})
+        [again] = any_buffer.read(14, 0)
+        assert (again["seq"], again["epoch"] in first) == (1, False)
 
 
 def test_text_and_the_event_after_it_are_published_together_in_order(conversation):
     turn = submit(conversation, QUESTION, "msg-1").turn
 
-    published = publish_events(
-        turn=turn, events=[("turn.delta", {"text": "Hi"}), ("turn.tool", {"name": "x"})]
+    published = run_sync(
+        publish_events,
+        turn=turn,
+        events=[("turn.delta", {"text": "Hi"}), ("turn.tool", {"name": "x"})],
     )
 
     assert [(e["type"], e["seq"]) for e in published] == [("turn.delta", 2), ("turn.tool", 3)]
-    assert buffered(turn)[1:] == published
+    assert buffered(turn)[1:] == [
+        {key: value for key, value in event.items() if key != "epoch"} for event in published
+    ]
 
 
 def test_of_several_events_none_is_published_after_one_the_stream_refused(finished_turn):
     before = buffered(finished_turn)
 
-    published = publish_events(
-        turn=finished_turn, events=[("turn.delta", {"text": "late"}), ("turn.reset", {})]
+    published = run_sync(
+        publish_events,
+        turn=finished_turn,
+        events=[("turn.delta", {"text": "late"}), ("turn.reset", {})],
     )
 
     assert (published, buffered(finished_turn)) == ([], before)
@@ -186,9 +263,10 @@ def test_the_stream_of_a_finished_turn_is_its_events_then_the_end(finished_turn,
     assert answer.status_code == 200
     assert answer.headers["Content-Type"] == "text/event-stream; charset=utf-8"
     assert answer.headers["Cache-Control"] == "no-cache"
-    events = buffered(finished_turn)
+    epoch = epoch_of(finished_turn)
+    events = [{**event, "epoch": epoch} for event in buffered(finished_turn)]
     assert answer.body.decode() == "".join(
-        f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
+        f"id: {event['seq']}-{epoch}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
         for event in events
     )
     assert answer.frames()[-1]["event"] == "turn.completed"
@@ -196,14 +274,15 @@ def test_the_stream_of_a_finished_turn_is_its_events_then_the_end(finished_turn,
 
 
 def test_last_event_id_resumes_with_the_next_event_exactly(finished_turn, alice_key):
-    events = buffered(finished_turn)
+    events, epoch = buffered(finished_turn), epoch_of(finished_turn)
 
     for last_seen in range(len(events)):
-        answer = sse_get(
-            events_path(finished_turn), api_key=alice_key, last_event_id=str(last_seen)
-        )
+        for last_event_id in (f"{last_seen}-{epoch}", str(last_seen)):
+            answer = sse_get(
+                events_path(finished_turn), api_key=alice_key, last_event_id=last_event_id
+            )
 
-        assert answer.frames() == as_frames(events[last_seen:]), last_seen
+            assert answer.frames() == as_frames(events[last_seen:], epoch), last_event_id
 
 
 @TRANSACTIONAL
@@ -220,14 +299,14 @@ def test_a_live_stream_resumed_after_a_dropped_connection_loses_and_repeats_noth
     before_drop = sse_get(events_path(turn), api_key=key, max_frames=3).frames()
     assert Turn.objects.get(pk=turn.pk).status in Turn.PENDING
     after_drop = sse_get(
-        events_path(turn), api_key=key, last_event_id=str(before_drop[-1]["id"])
+        events_path(turn), api_key=key, last_event_id=before_drop[-1]["id"]
     ).frames()
 
     # then it saw every event of the turn exactly once, in order, up to the end
     turn = wait_for_turn(turn)
     seen = before_drop + after_drop
-    assert [frame["id"] for frame in before_drop] == [1, 2, 3]
-    assert seen == as_frames(buffered(turn))
+    assert [frame["seq"] for frame in before_drop] == [1, 2, 3]
+    assert seen == as_frames(buffered(turn), epoch_of(turn))
     assert seen[-1]["event"] == "turn.completed"
     assert "".join(f["data"]["text"] for f in seen if f["event"] == "turn.delta") == turn.output
 
@@ -259,15 +338,16 @@ def test_a_finished_turn_whose_buffer_expired_is_replayed_from_the_database(
                 "echo": None,
                 "seq": 3,
             },
-        ]
+        ],
+        "db",
     )
     # A client that saw part of the stream gets the text over again after a reset, numbered
     # after what it saw.
-    resumed = sse_get(events_path(finished_turn), api_key=alice_key, last_event_id="1")
+    resumed = sse_get(events_path(finished_turn), api_key=alice_key, last_event_id="1-db")
     assert [(frame["id"], frame["event"]) for frame in resumed.frames()] == [
-        (2, "turn.reset"),
-        (3, "turn.delta"),
-        (4, "turn.completed"),
+        ("2-db", "turn.reset"),
+        ("3-db", "turn.delta"),
+        ("4-db", "turn.completed"),
     ]
 
 
@@ -289,7 +369,9 @@ def test_a_cancelled_turn_whose_buffer_expired_is_replayed_as_cancelled(
     }
 
 
-@pytest.mark.parametrize("last_event_id", ["abc", "-1", "1.5", "1234567890", "0x10"])
+@pytest.mark.parametrize(
+    "last_event_id", ["abc", "-1", "1.5", "1234567890", "0x10", "1-XYZ", "1-", "-ab12"]
+)
 def test_an_invalid_last_event_id_is_a_validation_error(finished_turn, alice_key, last_event_id):
     answer = sse_get(events_path(finished_turn), api_key=alice_key, last_event_id=last_event_id)
 
@@ -297,8 +379,8 @@ def test_an_invalid_last_event_id_is_a_validation_error(finished_turn, alice_key
     assert answer.json() == {
         "error": {
             "code": "validation_error",
-            "message": "Last-Event-ID must be a non-negative integer.",
-            "details": {"Last-Event-ID": ["A non-negative integer."]},
+            "message": "Last-Event-ID must be an id this stream sent.",
+            "details": {"Last-Event-ID": ["<seq>-<epoch> or a seq, e.g. 12-3fa9c2d1."]},
         }
     }
 
@@ -323,7 +405,7 @@ def test_staff_with_the_view_permission_may_follow_a_stream(finished_turn, staff
     answer = sse_get(events_path(finished_turn), api_key=api_key_for(staff_user))
 
     assert answer.status_code == 200
-    assert answer.frames() == as_frames(buffered(finished_turn))
+    assert answer.frames() == as_frames(buffered(finished_turn), epoch_of(finished_turn))
 
 
 def test_an_unknown_turn_number_is_not_found(finished_turn, alice_key):
@@ -336,7 +418,7 @@ def test_an_unknown_turn_number_is_not_found(finished_turn, alice_key):
 
 
 def test_resuming_after_the_terminal_event_ends_the_stream_at_once(finished_turn, alice_key):
-    last = str(buffered(finished_turn)[-1]["seq"])
+    last = f"{buffered(finished_turn)[-1]['seq']}-{epoch_of(finished_turn)}"
 
     answer = sse_get(events_path(finished_turn), api_key=alice_key, last_event_id=last, timeout=3)
 
@@ -398,7 +480,8 @@ def test_a_member_of_the_conversations_group_receives_every_event_in_order(conve
     try:
         turn = submit(conversation, QUESTION, "msg-1").turn
         drain_conversation(conversation.pk)
-        events = buffered(turn)
+        epoch = epoch_of(turn)
+        events = [{**event, "epoch": epoch} for event in buffered(turn)]
         received = async_to_sync(_receive)(layer, channel, len(events))
     finally:
         async_to_sync(layer.group_discard)(conversation.group_name, channel)
@@ -415,7 +498,9 @@ def test_publishing_goes_on_after_redis_loses_its_scripts(conversation):
 
     event = publish(turn=turn, event_type="turn.delta", text="Hello")
     redis_client().script_flush()
-    both = publish_events(turn=turn, events=[("turn.delta", {"text": "!"}), ("turn.reset", {})])
+    both = run_sync(
+        publish_events, turn=turn, events=[("turn.delta", {"text": "!"}), ("turn.reset", {})]
+    )
 
     assert (event["seq"], [e["seq"] for e in both]) == (2, [3, 4])
     assert [(e["type"], e["seq"]) for e in buffered(turn)] == [
@@ -430,9 +515,9 @@ def test_publishing_goes_on_after_redis_loses_its_scripts(conversation):
 
 
 def test_a_finished_turns_stream_ends_with_the_turn_as_the_api_shows_it(finished_turn):
-    end = event_buffer().wait_until_ended(finished_turn.pk, timeout_s=1)
+    end = Buffer(event_buffer()).end(finished_turn.pk)
 
-    assert end.turn == TurnOutput(Turn.objects.get(pk=finished_turn.pk)).data
+    assert end.turn == payloads.turn_payload(Turn.objects.get(pk=finished_turn.pk))
     assert end.turn["status"] == "completed"
 
 
@@ -444,9 +529,9 @@ def test_a_failed_turns_stream_ends_with_the_failed_turn_as_the_api_shows_it(ali
     lonely.save()
     drain_conversation(conversation.pk)
 
-    end = event_buffer().wait_until_ended(turn.pk, timeout_s=1)
+    end = Buffer(event_buffer()).end(turn.pk)
 
-    assert end.turn == TurnOutput(Turn.objects.get(pk=turn.pk)).data
+    assert end.turn == payloads.turn_payload(Turn.objects.get(pk=turn.pk))
     assert (end.turn["status"], end.turn["error"]["code"]) == ("failed", "internal")
 
 
@@ -457,4 +542,77 @@ def test_a_cancelled_turns_stream_ends_without_a_turn_so_the_long_poll_reads_the
     with django_capture_on_commit_callbacks(execute=True):
         conversation_close(conversation=conversation)
 
-    assert event_buffer().wait_until_ended(turn.pk, timeout_s=1) == StreamEnd(turn=None)
+    assert Buffer(event_buffer()).end(turn.pk) == StreamEnd(seq=2, turn=None)
+
+
+# --- resuming across a lost buffer, and Redis failing -------------------------------------------
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens there: every connection is refused
+
+
+def _rerun_events(turn: Turn) -> None:
+    """What a new attempt streams after Redis lost the turn's buffer."""
+    run_sync(
+        publish_events,
+        turn=turn,
+        attempt=2,
+        events=[("turn.reset", {}), ("turn.delta", {"text": "Again."})],
+    )
+
+
+def test_a_stream_resumed_across_a_lost_buffer_says_so_and_starts_over(finished_turn, alice_key):
+    old_epoch = epoch_of(finished_turn)
+    forget_buffer(finished_turn)  # Redis restarted
+    Turn.objects.filter(pk=finished_turn.pk).update(status=Turn.Status.PROCESSING)
+    _rerun_events(finished_turn)
+    new_epoch = epoch_of(finished_turn)
+
+    frames = sse_get(
+        events_path(finished_turn), api_key=alice_key, last_event_id=f"5-{old_epoch}", max_frames=3
+    ).frames()
+
+    assert new_epoch != old_epoch
+    assert frames[0]["event"] == "error"
+    assert frames[0]["data"]["code"] == "resync_required"
+    assert [(frame["id"], frame["event"]) for frame in frames[1:]] == [
+        (f"1-{new_epoch}", "turn.reset"),
+        (f"2-{new_epoch}", "turn.delta"),
+    ]
+
+
+def test_a_seq_past_the_buffers_end_says_resync_required_too(finished_turn, alice_key):
+    forget_buffer(finished_turn)
+    Turn.objects.filter(pk=finished_turn.pk).update(status=Turn.Status.PROCESSING)
+    _rerun_events(finished_turn)
+
+    frames = sse_get(
+        events_path(finished_turn), api_key=alice_key, last_event_id="9", max_frames=2
+    ).frames()
+
+    assert [frame["event"] for frame in frames] == ["error", "turn.reset"]
+    assert frames[0]["data"]["code"] == "resync_required"
+
+
+def test_a_resume_from_events_trimmed_away_says_resync_required(finished_turn, alice_key):
+    epoch = epoch_of(finished_turn)
+    events = buffered(finished_turn)
+    assert len(events) == 4
+    redis_client().xtrim(_keys(finished_turn.pk)[0], minid="3-0", approximate=False)
+
+    frames = sse_get(
+        events_path(finished_turn), api_key=alice_key, last_event_id=f"1-{epoch}"
+    ).frames()
+
+    assert frames[0]["data"]["code"] == "resync_required"
+    assert [frame["seq"] for frame in frames[1:]] == [3, 4]
+
+
+def test_a_stream_asked_for_while_redis_refuses_connections_answers_503(
+    finished_turn, alice_key, settings
+):
+    settings.REDIS_URL = DEAD_REDIS
+
+    answer = sse_get(events_path(finished_turn), api_key=alice_key)
+
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "dependency_unavailable"

@@ -70,8 +70,8 @@ def test_a_new_turn_is_recorded_hashed_and_announced(conversation):
         0,
     )
     assert buffered(turn) == [accepted_event(turn)]
-    events_key, seq_key, *_ = _keys(turn.pk)
-    assert footprint().event_keys == {events_key.encode(), seq_key.encode()}
+    events_key, seq_key, _ended, _attempt, _done, epoch_key = _keys(turn.pk)
+    assert footprint().event_keys == {events_key.encode(), seq_key.encode(), epoch_key.encode()}
     assert footprint().enqueued == 1
 
 

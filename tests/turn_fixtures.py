@@ -6,14 +6,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from celery.contrib.testing.worker import start_worker
-from django.db import connections
 from rest_framework.test import APIClient
 
-from agents.models import Agent, Provider
-from agents.providers.factory import shared_provider
-from conversations import dispatch
+from agents.models import Agent
 from conversations.models import Conversation
+from conversations.runner import turn_runner
 from orchestra_site import celery_app
+from tests.asgi_helpers import ApiTestClient
 from tests.turn_helpers import agent_make, conversation_make
 
 
@@ -34,7 +33,7 @@ def conversation(alice, support_agent) -> Conversation:
 
 
 def _client_for(user, api_key_for) -> APIClient:
-    client = APIClient()
+    client = ApiTestClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key_for(user, name='turn-tests')}")
     return client
 
@@ -52,20 +51,13 @@ def staff_client(staff_user, api_key_for) -> APIClient:
 @pytest.fixture
 def local_model_delay(settings) -> Iterator[Callable[[int], None]]:
     """Call with milliseconds per word to make the built-in local model stream that slowly
-    in this process (turns that take a while, to act on them mid-stream).
-
-    The router shares one local-model adapter per process, built from the setting the
-    first time it is used: a settings override alone reaches only an adapter built later.
-    """
-    adapter = shared_provider(Provider.objects.get(name="local").config())
-    original = adapter.token_delay_s
+    in this process (turns that take a while, to act on them mid-stream). The local model
+    reads the setting at each call."""
 
     def set_delay(milliseconds: int) -> None:
         settings.LOCAL_MODEL_TOKEN_DELAY_MS = milliseconds
-        adapter.token_delay_s = milliseconds / 1000
 
     yield set_delay
-    adapter.token_delay_s = original
 
 
 # --- workers ------------------------------------------------------------------------------------
@@ -73,31 +65,17 @@ def local_model_delay(settings) -> Iterator[Callable[[int], None]]:
 
 @pytest.fixture
 def threads_executor(settings) -> Iterator[None]:
-    """Turns run on the embedded mode's worker threads (conversations.dispatch.LocalWorker).
+    """Turns run as in the embedded mode: on this process's runner (conversations/runner.py).
 
-    Use with tests.turn_helpers.TRANSACTIONAL: the workers have their own database
-    connections and only see committed rows.
+    Use with tests.turn_helpers.TRANSACTIONAL: the runner's database work has its own
+    connections and only sees committed rows.
     """
     settings.TURN_EXECUTOR = "threads"
-    # The embedded recovery timer runs once when the pool starts; a long interval keeps it
-    # from racing the tests' own turns_recover() calls afterwards.
-    settings.CELERY_BEAT_SCHEDULE = {
-        "recover-turns": {"task": "conversations.recover_turns", "schedule": 86400.0}
-    }
-    database = connections["default"].settings_dict
-    max_age = database["CONN_MAX_AGE"]
-    # Worker threads close their connection after each job (close_old_connections), so
-    # none is left open when the test database is flushed or dropped.
-    database["CONN_MAX_AGE"] = 0
     try:
         yield
     finally:
-        worker = dispatch._local_worker
-        if worker is not None:
-            worker._pool.shutdown(wait=True)
-            dispatch._local_worker = None
-        database["CONN_MAX_AGE"] = max_age
-        gc.collect()  # closes the connections of finished threads
+        # No turn may still run when the test database is flushed.
+        assert turn_runner().wait_idle(timeout=60)
 
 
 @pytest.fixture
@@ -111,4 +89,5 @@ def celery_turn_worker(settings) -> Iterator[object]:
         celery_app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=30
     ) as worker:
         yield worker
+    assert turn_runner().wait_idle(timeout=60)
     gc.collect()

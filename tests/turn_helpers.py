@@ -17,7 +17,7 @@ import pytest
 import redis
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.test import AsyncClient, TestCase
+from django.test import Client, TestCase
 from django.utils import timezone
 
 from agents.models import Agent
@@ -25,6 +25,10 @@ from agents.providers import LocalModel, ModelRequest, TextDelta
 from conversations.events import event_buffer
 from conversations.models import Conversation, Turn
 from conversations.services import Submission, conversation_create, turn_submit
+from infrastructure.event_loops import run_sync
+from infrastructure.loop_responses import LoopResponse
+from infrastructure.off_loop import INLINE
+from tests.llm_helpers import events_of
 
 SUPPORT_PROMPT = "You are the support agent of a small shop. Answer briefly and factually."
 CELERY_QUEUE = "celery"
@@ -75,8 +79,8 @@ def local_model_reply(*messages: tuple[str, str]) -> str:
     request = ModelRequest(
         model="local", messages=[{"role": role, "content": content} for role, content in messages]
     )
-    stream = LocalModel(token_delay_s=0).stream(request)
-    return "".join(event.text for event in stream if isinstance(event, TextDelta))
+    events = events_of(LocalModel(token_delay_s=0), request)
+    return "".join(event.text for event in events if isinstance(event, TextDelta))
 
 
 def words(text: str) -> int:
@@ -91,7 +95,10 @@ def expire_lease(turn: Turn) -> None:
 
 
 def buffered(turn: Turn) -> list[dict]:
-    return event_buffer().read(turn.pk, 0)
+    """The turn's buffered events, without their epoch, which they all share."""
+    read = run_sync(event_buffer().read, turn.pk, 0)
+    assert {event.pop("epoch") for event in read.events} <= {read.epoch}
+    return read.events
 
 
 def types_of(events: list[dict]) -> list[str]:
@@ -147,7 +154,7 @@ def wait_for_turn(turn: Turn, *statuses: str, timeout: float = 15.0) -> Turn:
     def reached():
         found = Turn.objects.filter(pk=turn.pk, status__in=statuses).select_related("agent")
         found = found.first()
-        if found and stream_must_end and not event_buffer().has_ended(turn.pk):
+        if found and stream_must_end and run_sync(event_buffer().end, turn.pk) is None:
             return None
         return found
 
@@ -169,15 +176,18 @@ class SseAnswer:
         return json.loads(self.body)
 
     def frames(self) -> list[dict]:
-        """Each event frame as {"id", "event", "data"}; keep-alive comments left out."""
+        """Each event frame as {"id", "seq", "event", "data"} (an `error` frame has no id
+        nor seq); keep-alive comments left out."""
         frames = []
         for block in self.body.decode().split("\n\n"):
             if not block or block.startswith(":"):
                 continue
             fields = dict(line.split(": ", 1) for line in block.split("\n"))
+            frame_id = fields.get("id")
             frames.append(
                 {
-                    "id": int(fields["id"]),
+                    "id": frame_id,
+                    "seq": int(frame_id.split("-")[0]) if frame_id else None,
                     "event": fields["event"],
                     "data": json.loads(fields["data"]),
                 }
@@ -193,39 +203,46 @@ def sse_get(
     max_frames: int | None = None,
     timeout: float = 10.0,
 ) -> SseAnswer:
-    """GET an SSE endpoint with Django's AsyncClient and read the stream until it ends (or
+    """GET an SSE endpoint with Django's test client and read the stream until it ends (or
     `max_frames` frames were read: then the client hangs up, as a dropped connection does).
 
-    Run through async_to_sync from the test's thread, so the view's database work shares
-    the test's connection (and transaction)."""
+    The stream runs as the server runs it, on an event loop, with its database work on the
+    test's thread (its connection and transaction)."""
     headers = {}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     if last_event_id is not None:
         headers["Last-Event-ID"] = last_event_id
+    response = Client().get(path, headers=headers)
+    if not isinstance(response, LoopResponse):
+        return SseAnswer(response.status_code, dict(response.headers), response.content)
 
-    async def fetch() -> SseAnswer:
-        response = await AsyncClient().get(path, headers=headers)
-        if not response.streaming:
-            return SseAnswer(response.status_code, dict(response.headers), response.content)
+    async def read() -> bytes:
+        token = INLINE.set(True)
         chunks = []
-        stream = aiter(response.streaming_content)
+        stream = response.loop_body(response)
         try:
             async for chunk in stream:
                 chunks.append(chunk)
-                if (
-                    max_frames is not None
-                    and sum(not c.startswith(b":") for c in chunks) >= max_frames
-                ):
+                frames = sum(
+                    chunk.count(b"\nevent: ") + chunk.startswith(b"event: ") for chunk in chunks
+                )
+                if max_frames is not None and frames >= max_frames:
                     break
         finally:
             await stream.aclose()
-        return SseAnswer(response.status_code, dict(response.headers), b"".join(chunks))
+            INLINE.reset(token)
+        return b"".join(chunks)
 
-    async def fetch_in_time() -> SseAnswer:
-        return await asyncio.wait_for(fetch(), timeout)
+    async def read_in_time() -> bytes:
+        return await asyncio.wait_for(read(), timeout)
 
-    return async_to_sync(fetch_in_time)()
+    body = async_to_sync(read_in_time)()
+    if max_frames is not None:  # a client that left mid-chunk had read only this much
+        blocks = [block for block in body.split(b"\n\n") if block]
+        kept = [block for block in blocks if not block.startswith(b":")][:max_frames]
+        body = b"".join(block + b"\n\n" for block in kept)
+    return SseAnswer(response.status_code, dict(response.headers), body)
 
 
 def events_path(turn: Turn) -> str:

@@ -11,11 +11,11 @@ Usage semantics match the openai provider: `input_tokens` is the whole prompt
 """
 
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import anthropic
 import httpx2
-from anthropic import Anthropic
+from anthropic import AsyncAnthropic
 
 from agents.providers.base import (
     Finish,
@@ -107,9 +107,9 @@ def to_anthropic(messages: list[dict]) -> tuple[str, list[dict]]:
 class AnthropicProvider(SDKProvider):
     """The `anthropic` provider. `base_url` is the API root (no `/v1`)."""
 
-    client_class = Anthropic
+    client_class = AsyncAnthropic
 
-    def stream(self, request: ModelRequest) -> Iterator[StreamEvent]:
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         system, messages = to_anthropic(request.messages)
         params: dict = {
             "model": request.model,
@@ -125,7 +125,7 @@ class AnthropicProvider(SDKProvider):
                 for t in request.tools
             ]
         try:
-            stream = self._client.messages.create(**params)
+            stream = await self._client.messages.create(**params)
         except (anthropic.AnthropicError, httpx2.HTTPError) as exc:
             raise self._error(exc) from None
 
@@ -135,8 +135,8 @@ class AnthropicProvider(SDKProvider):
         output_chars = 0
         tool_blocks: dict[int, dict] = {}
         try:
-            with stream:
-                for event in stream:
+            async with stream:
+                async for event in stream:
                     kind = getattr(event, "type", None)
                     if kind == "message_start":
                         usage = getattr(event.message, "usage", None)

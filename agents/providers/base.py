@@ -1,10 +1,12 @@
 """The one streaming interface every provider adapter speaks.
 
-A provider turns a ModelRequest into an iterator of stream events: text deltas as they
-arrive, then the usage, then the finish reason. Callers never see provider SDK types.
+A provider turns a ModelRequest into an async iterator of stream events: text deltas as
+they arrive, then the usage, then the finish reason. A model call is I/O, so it runs on an
+event loop: a process keeps hundreds in flight without a thread each. Callers never see
+provider SDK types.
 """
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -136,6 +138,6 @@ class ProviderConfig:
 
 
 class Provider(Protocol):
-    def stream(self, request: ModelRequest) -> Iterator[StreamEvent]:
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         """Yield TextDelta / ToolCall events as they arrive, then Usage, then Finish.
         Raise ProviderError on failure (possibly after some events were yielded)."""

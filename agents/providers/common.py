@@ -72,8 +72,9 @@ def prompt_chars(request: ModelRequest) -> int:
 
 
 class SDKProvider:
-    """What the adapters over the official SDKs share: one client per configuration, with
-    the SDK's own retries off (the router's retry loop owns retries) and our timeouts."""
+    """What the adapters over the official SDKs share: one async client per configuration
+    (and event loop, which its connection pool belongs to), with the SDK's own retries off
+    (the router's retry loop owns retries) and our timeouts."""
 
     client_class: type
 
@@ -96,5 +97,5 @@ class SDKProvider:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.config.base_url!r})"
 
-    def close(self) -> None:
-        self._client.close()
+    async def aclose(self) -> None:
+        await self._client.close()

@@ -1,6 +1,8 @@
 """Build the provider adapter for a provider configuration."""
 
+import asyncio
 import threading
+import weakref
 
 from agents.providers.base import Provider, ProviderConfig
 
@@ -25,15 +27,19 @@ def build_provider(config: ProviderConfig) -> Provider:
     raise ValueError(f"unknown provider kind {config.kind!r}; expected one of {KINDS}")
 
 
-_shared: dict[ProviderConfig, Provider] = {}
+# event loop -> {configuration: adapter}: an async client's connections belong to one loop.
+_shared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _shared_mutex = threading.Lock()
 
 
 def shared_provider(config: ProviderConfig) -> Provider:
-    """One adapter (and so one SDK client and connection pool) per configuration and
-    process. A changed configuration (a new key, URL or timeout) gets a new adapter."""
+    """One adapter (and so one SDK client and connection pool) per configuration, per
+    event loop of the process: call it on the loop that streams. A changed configuration
+    (a new key, URL or timeout) gets a new adapter."""
+    loop = asyncio.get_running_loop()
     with _shared_mutex:
-        provider = _shared.get(config)
+        adapters = _shared.setdefault(loop, {})
+        provider = adapters.get(config)
         if provider is None:
-            provider = _shared[config] = build_provider(config)
+            provider = adapters[config] = build_provider(config)
         return provider

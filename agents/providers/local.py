@@ -5,11 +5,11 @@ same question gets the same answer (which anti-echo then catches). It streams wo
 word with a configurable delay and reports its own token counts (one token per word).
 """
 
+import asyncio
 import hashlib
 import json
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -185,7 +185,7 @@ class LocalModel:
             return self.token_delay_s
         return settings.LOCAL_MODEL_TOKEN_DELAY_MS / 1000
 
-    def stream(self, request: ModelRequest) -> Iterator[StreamEvent]:
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         prompt_tokens = sum(count_tokens(str(m.get("content", ""))) for m in request.messages)
         last = request.messages[-1] if request.messages else {}
         if last.get("role") == "tool":
@@ -203,7 +203,7 @@ class LocalModel:
         delay = self._delay()
         for index, word in enumerate(words):
             if delay:
-                time.sleep(delay)
+                await asyncio.sleep(delay)
             yield TextDelta(word if index == 0 else " " + word)
         yield Usage(input_tokens=prompt_tokens, output_tokens=len(words))
         yield Finish("stop")

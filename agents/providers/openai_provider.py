@@ -13,11 +13,11 @@ four characters a token) and `reported` is False.
 import json
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import httpx2
 import openai
-from openai import OpenAI
+from openai import AsyncOpenAI
 
 from agents.providers.base import (
     Finish,
@@ -91,9 +91,9 @@ def _arguments_json(call: dict) -> str:
 class OpenAIProvider(SDKProvider):
     """The `openai` provider (also any OpenAI-compatible server, through `base_url`)."""
 
-    client_class = OpenAI
+    client_class = AsyncOpenAI
 
-    def stream(self, request: ModelRequest) -> Iterator[StreamEvent]:
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         params: dict = {
             "model": request.model,
             "messages": to_openai_messages(request.messages),
@@ -115,7 +115,7 @@ class OpenAIProvider(SDKProvider):
                 for tool in request.tools
             ]
         try:
-            stream = self._client.chat.completions.create(**params)
+            stream = await self._client.chat.completions.create(**params)
         except (openai.OpenAIError, httpx2.HTTPError) as exc:
             raise self._error(exc) from None
 
@@ -124,8 +124,8 @@ class OpenAIProvider(SDKProvider):
         usage = None
         finish_reason = None
         try:
-            with stream:
-                for chunk in stream:
+            async with stream:
+                async for chunk in stream:
                     if chunk.usage is not None:
                         usage = chunk.usage
                     for choice in chunk.choices or ():
