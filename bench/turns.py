@@ -48,6 +48,7 @@ import json
 import os
 import platform
 import random
+import re
 import resource
 import signal
 import socket
@@ -665,15 +666,21 @@ async def run_load(
                     continue
                 number, turn_status, polls = body["number"], body["status"], 0
                 path = f"/api/v1/conversations/{conversation}/turns/{number}/?wait={args.wait}"
+                # Up to --max-polls GETs; one that fails is tried again after a second (a
+                # client that has its turn accepted waits for it: it does not send another).
                 while turn_status in ("queued", "processing") and polls < args.max_polls:
                     polls += 1
-                    status, body = await call(client, "wait", "GET", path)
-                    if status != 200:
-                        if status is not None:
-                            error(f"wait {status}")
-                        turn_status = f"client {body}" if status is None else f"wait {status}"
-                        break
-                    turn_status = body["status"]
+                    status, answer = await call(client, "wait", "GET", path)
+                    if status == 200:
+                        turn_status = answer["status"]
+                        continue
+                    if status is not None:
+                        error(f"wait {status}")
+                    failed = f"client {answer}" if status is None else f"wait {status}"
+                    if polls < args.max_polls:
+                        await asyncio.sleep(1.0)
+                    else:
+                        turn_status = failed
                 done_ms = (time.perf_counter() - t0) * 1000
                 if turn_status != "completed":
                     error(f"turn {turn_status}")
@@ -846,6 +853,22 @@ def prepare(env: dict, args) -> list[str]:
         flush=True,
     )
     return out["keys"]
+
+
+def abandon_pending_turns(database_url: str) -> int:
+    """Cancel the turns an earlier run left queued or processing (its enqueue failed, or it
+    ended before they did): Celery beat's recovery would otherwise run them again in this
+    run, on top of its own load. The bench database only."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute(
+            """
+            UPDATE conversations_turn
+            SET status = 'cancelled', error_code = 'bench_abandoned', lease_expires_at = NULL
+            WHERE status IN ('queued', 'processing')
+            """
+        ).rowcount
 
 
 def flush_redis(redis_url: str) -> None:
@@ -1023,6 +1046,7 @@ def analyse(
             "answer_seconds": args.answer_seconds if args.upstream == "openai" else None,
             "local_model_token_delay_ms": args.local_token_delay_ms,
         },
+        "conversations_created": len(load.conversations),
         "throughput_turns_per_s": len(completed_in_window) / duration,
         "turns_completed_in_window": len(completed_in_window),
         "turns_measured": len(measured),
@@ -1090,6 +1114,8 @@ def print_report(r: dict) -> None:
         f"({r['turns_completed_in_window']} completed in the window); statuses "
         f"{r['turn_statuses']}" + (f"; error codes {codes}" if codes else "")
     )
+    if r["conversations_created"] < c["conversations"]:
+        print(f"only {r['conversations_created']} conversations could be created")
     print(
         f"turns submitted in the window: {r['turns_measured']}, as the client last saw them "
         f"{r['turns_measured_by_client_status'] or '-'}; model calls per completed turn "
@@ -1171,6 +1197,8 @@ def run_config(args, base_env: dict, api_keys: list[str], logs: Path) -> dict:
     if args.web_conn_max_age >= 0:
         web_env["DATABASE_CONN_MAX_AGE"] = str(args.web_conn_max_age)
     flush_redis(env["REDIS_URL"])
+    if abandoned := abandon_pending_turns(env["DATABASE_URL"]):
+        print(f"cancelled {abandoned} turns an earlier run left queued or processing", flush=True)
     port = args.port or free_port()
     tag = f"w{args.web_workers}-c{args.celery_procs}x{args.celery_concurrency}"
     upstream = None
@@ -1303,7 +1331,8 @@ def log_events(path: Path, top: int = 5) -> dict[str, int]:
                 continue
             if entry.get("level") not in ("warning", "error", "critical"):
                 continue
-            key = str(entry.get("event"))[:100]
+            key = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}", "…", str(entry.get("event")))
+            key = re.sub(r"/\d+/", "/N/", key)[:100]
             if entry.get("kind"):
                 key += f" ({entry['kind']})"
             if exception := (entry.get("exception") or "").strip():
