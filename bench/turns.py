@@ -443,6 +443,7 @@ class RawClient:
     It reconnects only when the server closed the connection (or after a time-out)."""
 
     connections_opened = 0  # over all clients: TCP connections, against requests made
+    reopened = 0  # of them, after the server had closed a kept-alive connection
 
     def __init__(self, port: int, api_key: str, timeout: float | None = None):
         self.port = port
@@ -496,6 +497,7 @@ class RawClient:
                 await self.close()
                 if attempt == 2:
                     raise
+                RawClient.reopened += 1
         raise AssertionError("unreachable")
 
     async def _read_response(self):
@@ -581,7 +583,8 @@ class LoadResult:
     client_timeouts: dict[str, int] = field(default_factory=dict)
     client_failures: dict[str, int] = field(default_factory=dict)  # no answer, not a time-out
     requests: int = 0
-    connections: int = 0  # TCP connections the clients opened
+    connections: int | None = 0  # TCP connections the clients opened
+    reopened: int | None = 0  # of them, after the server closed one (idle, or after an error)
     resources: dict = field(default_factory=dict)
     upstream: dict = field(default_factory=dict)
 
@@ -1066,6 +1069,7 @@ def analyse(
         "client_no_answer": load.client_failures,
         "client_requests": load.requests,
         "client_tcp_connections": load.connections,
+        "client_tcp_reopened_after_server_close": load.reopened,
         "overhead_ms": summary(overhead),
         "queue_ms": summary(queue),
         "execute_minus_model_ms": summary(execute),
@@ -1151,7 +1155,8 @@ def print_report(r: dict) -> None:
     print(
         f"errors: 5xx {r['http_5xx']}, 4xx {r['http_4xx']}, client time-outs "
         f"{r['client_timeouts'] or 0}, no answer {r['client_no_answer'] or 0}; "
-        f"{r['client_requests']} requests over {r['client_tcp_connections']} TCP connections; "
+        f"{r['client_requests']} requests over {r['client_tcp_connections']} TCP connections "
+        f"({r['client_tcp_reopened_after_server_close']} after the server closed one); "
         f"GETs per turn {r['client_polls_per_turn']:.2f}"
     )
     if r["errors"]:
@@ -1302,9 +1307,10 @@ def run_config(args, base_env: dict, api_keys: list[str], logs: Path) -> dict:
             await asyncio.sleep(max(0, t0 - time.time()))
             return await run_load(args, port, api_keys, window, meter, sampler)
 
-        RawClient.connections_opened = 0
+        RawClient.connections_opened = RawClient.reopened = 0
         load = asyncio.run(go())
         load.connections = RawClient.connections_opened if args.client == "raw" else None
+        load.reopened = RawClient.reopened if args.client == "raw" else None
         turns, step_errors = read_turns(env["DATABASE_URL"], load.conversations)
         report = analyse(args, load, turns, step_errors, window, meter)
         report["logs"] = str(logs)
