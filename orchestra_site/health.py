@@ -1,6 +1,7 @@
 """Readiness checks of the services Orchestra depends on.
 
-Each check answers `healthy`, `degraded` (answered, but slowly), `failing`, or
+Each check answers `healthy`, `degraded` (answered, but slowly, or every connection of
+the process's pool is taken), `failing`, or
 `not_configured` (the embedded mode does without it). Checks use short timeouts so a
 dead dependency is reported within seconds rather than hanging the probe.
 """
@@ -17,6 +18,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 from kombu import Connection
+
+from infrastructure.redis_client import pool_usage
 
 HEALTHY, DEGRADED, FAILING, NOT_CONFIGURED = "healthy", "degraded", "failing", "not_configured"
 
@@ -48,6 +51,14 @@ def _timed(probe: Callable[[], None], *, required: bool) -> CheckResult:
 
 
 def check_database() -> CheckResult:
+    pool = getattr(connection, "pool", None)
+    if pool is not None:
+        stats = pool.get_stats()
+        exhausted = stats["pool_size"] >= stats["pool_max"] and not stats["pool_available"]
+        if stats.get("requests_waiting") or exhausted:
+            # Answering, but every connection is taken: requests wait for one.
+            return CheckResult(DEGRADED, None, "PoolExhausted", required=True)
+
     def probe():
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -64,6 +75,11 @@ def _redis_client(url: str) -> redis.Redis:
 def check_redis() -> CheckResult:
     if not settings.REDIS_URL:
         return CheckResult(NOT_CONFIGURED, required=False)
+
+    usage = pool_usage()
+    if usage is not None and usage[0] >= usage[1]:
+        # Answering, but every connection of this process's pool is taken.
+        return CheckResult(DEGRADED, None, "PoolExhausted", required=True)
 
     def probe():
         client = _redis_client(settings.REDIS_URL)
@@ -132,7 +148,7 @@ def readiness() -> tuple[bool, dict[str, dict]]:
     """Run every check, concurrently, each bounded in time (a dependency that accepts
     connections and never answers must not hang the probe). Returns (ready, {name:
     result}); not ready when a required one fails."""
-    deadline = settings.READY_CHECK_TIMEOUT_SECONDS + 0.5
+    deadline = settings.READY_CHECK_TIMEOUT_SECONDS
     pool = ThreadPoolExecutor(max_workers=len(CHECKS), thread_name_prefix="ready-check")
     futures = {name: pool.submit(_in_thread, check) for name, check in CHECKS.items()}
     wait(futures.values(), timeout=deadline)
