@@ -121,7 +121,7 @@ def check_broker() -> CheckResult:
         with Connection(
             settings.CELERY_BROKER_URL, connect_timeout=timeout, transport_options=options
         ) as conn:
-            conn.ensure_connection(max_retries=1, timeout=timeout)
+            conn.ensure_connection(max_retries=0, timeout=timeout)
             # Opening a channel makes the broker answer (the Redis transport pings), not
             # merely accept a connection.
             conn.default_channel.close()
