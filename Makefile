@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 HOST ?= 127.0.0.1
 WEB_CONCURRENCY ?= 2
+# Worker processes: one per core (each runs hundreds of turns on its event loop).
+WORKER_PROCESSES ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: install run run-stack stack-env migrate demo test lint format check clean
 
@@ -37,7 +39,7 @@ run-stack: stack-env demo
 	@export PROMETHEUS_MULTIPROC_DIR="$(CURDIR)/var/prometheus"; \
 	rm -rf "$$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$$PROMETHEUS_MULTIPROC_DIR"; \
 	trap 'kill 0' INT TERM EXIT; \
-	$(BIN)/celery -A orchestra_site worker --pool threads --concurrency 16 --loglevel INFO & \
+	$(BIN)/celery -A orchestra_site worker --concurrency $(WORKER_PROCESSES) --loglevel INFO & \
 	$(BIN)/celery -A orchestra_site beat --loglevel INFO --schedule var/celerybeat-schedule & \
 	$(BIN)/uvicorn orchestra_site.asgi:application --host $(HOST) --port $(PORT) \
 		--workers $(WEB_CONCURRENCY) --no-access-log & \

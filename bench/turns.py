@@ -27,7 +27,7 @@ component used per completed turn, and the machine's CPU used by anything else; 
 every second of the window, the threads and RSS of each web and worker process, Redis's
 clients and PostgreSQL's connections; the answers by status code, and client time-outs.
 
-    .venv/bin/python bench/turns.py                          # 2 web workers, 1x16 celery
+    .venv/bin/python bench/turns.py                          # 2 web workers, a worker per core
     .venv/bin/python bench/turns.py --rate 10                # 10 turns/s offered
     .venv/bin/python bench/turns.py --web-workers 1,2 --celery-concurrency 8,16 --json out.json
 
@@ -1254,7 +1254,7 @@ def run_config(args, base_env: dict, api_keys: list[str], logs: Path) -> dict:
                 "orchestra_site",
                 "worker",
                 "--pool",
-                "threads",
+                args.celery_pool,
                 "--concurrency",
                 str(args.celery_concurrency),
                 "--loglevel",
@@ -1373,10 +1373,16 @@ def main(argv=None) -> int:
     parser.add_argument("--web-workers", type=ints, default=[2], help="uvicorn --workers (list)")
     parser.add_argument("--celery-procs", type=ints, default=[1], help="Celery worker processes")
     parser.add_argument(
+        "--celery-pool",
+        choices=["prefork", "threads"],
+        default="prefork",
+        help="prefork (as make run-stack: a process per core, each with its turn runner)",
+    )
+    parser.add_argument(
         "--celery-concurrency",
         type=ints,
-        default=[16],
-        help="threads per Celery worker (list)",
+        default=[os.cpu_count() or 2],
+        help="Celery's --concurrency: processes (prefork) or threads per worker (list)",
     )
     parser.add_argument(
         "--conversations",

@@ -23,7 +23,7 @@ class BindWorkersToServer:
         if not self._bound:
             self._bound = True
             event_loops.bind_server_loop()
-            if settings.TURN_EXECUTOR == "threads":
+            if settings.TURN_EXECUTOR == "local":
                 start_embedded_recovery()
             freeze_startup_objects()
 

@@ -316,10 +316,10 @@ LOGGING = build_logging_config(json_lines=LOG_FORMAT == "json", level=LOG_LEVEL)
 # --- Orchestra -------------------------------------------------------------------------
 ORCHESTRA_ADMIN_USER = env.str("ORCHESTRA_ADMIN_USER", default="")
 ORCHESTRA_ADMIN_PASSWORD = env.str("ORCHESTRA_ADMIN_PASSWORD", default="")
-# Turn execution: Celery workers in full stack, in-process threads in the embedded mode.
-TURN_EXECUTOR = env.str("TURN_EXECUTOR", default="celery" if FULL_STACK else "threads")
-if TURN_EXECUTOR not in {"celery", "threads"}:
-    raise ImproperlyConfigured(f"TURN_EXECUTOR must be celery or threads, not {TURN_EXECUTOR!r}.")
+# Turn execution: Celery workers in full stack, this process's runner in the embedded mode.
+TURN_EXECUTOR = env.str("TURN_EXECUTOR", default="celery" if FULL_STACK else "local")
+if TURN_EXECUTOR not in {"celery", "local"}:
+    raise ImproperlyConfigured(f"TURN_EXECUTOR must be celery or local, not {TURN_EXECUTOR!r}.")
 # Conversations one process drains at once (conversations/runner.py): its turns in flight.
 TURN_RUNNER_CAPACITY = env.int("TURN_RUNNER_CAPACITY", default=500)
 # A worker holds a turn's lease (and its conversation's lock) for this long, renewing it

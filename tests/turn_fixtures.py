@@ -70,7 +70,7 @@ def threads_executor(settings) -> Iterator[None]:
     Use with tests.turn_helpers.TRANSACTIONAL: the runner's database work has its own
     connections and only sees committed rows.
     """
-    settings.TURN_EXECUTOR = "threads"
+    settings.TURN_EXECUTOR = "local"
     try:
         yield
     finally:
