@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Orchestra: one image for every full-stack process (docs/operations.md).
 #   web (default):  uvicorn, HTTP + WebSocket
-#   worker:         celery -A orchestra_site worker   (a process per core)
+#   worker:         celery -A orchestra_site worker --pool threads --concurrency 4  (one per core)
 #   beat:           celery -A orchestra_site beat --schedule /tmp/celerybeat-schedule
 
 ARG PYTHON_IMAGE=python:3.11-slim

@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 HOST ?= 127.0.0.1
 WEB_CONCURRENCY ?= 2
-# Worker processes: one per core (each runs hundreds of turns on its event loop).
+# Celery worker processes: one per core, each running hundreds of turns on its event loop.
+# Threads, not prefork: Celery's prefork closes the database pool after every task, which
+# the turns its runner still runs are using.
 WORKER_PROCESSES ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: install run run-stack stack-env migrate demo test lint format check clean
@@ -39,7 +41,10 @@ run-stack: stack-env demo
 	@export PROMETHEUS_MULTIPROC_DIR="$(CURDIR)/var/prometheus"; \
 	rm -rf "$$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$$PROMETHEUS_MULTIPROC_DIR"; \
 	trap 'kill 0' INT TERM EXIT; \
-	$(BIN)/celery -A orchestra_site worker --concurrency $(WORKER_PROCESSES) --loglevel INFO & \
+	for i in $$(seq 1 $(WORKER_PROCESSES)); do \
+		$(BIN)/celery -A orchestra_site worker --pool threads --concurrency 4 \
+			--hostname worker$$i@%h --loglevel INFO & \
+	done; \
 	$(BIN)/celery -A orchestra_site beat --loglevel INFO --schedule var/celerybeat-schedule & \
 	$(BIN)/uvicorn orchestra_site.asgi:application --host $(HOST) --port $(PORT) \
 		--workers $(WEB_CONCURRENCY) --no-access-log & \

@@ -1371,18 +1371,23 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
     parser.add_argument("--web-workers", type=ints, default=[2], help="uvicorn --workers (list)")
-    parser.add_argument("--celery-procs", type=ints, default=[1], help="Celery worker processes")
+    parser.add_argument(
+        "--celery-procs",
+        type=ints,
+        default=[os.cpu_count() or 2],
+        help="Celery worker processes (list); make run-stack runs one per core",
+    )
     parser.add_argument(
         "--celery-pool",
         choices=["prefork", "threads"],
-        default="prefork",
-        help="prefork (as make run-stack: a process per core, each with its turn runner)",
+        default="threads",
+        help="threads, as make run-stack (prefork closes the database pool after each task)",
     )
     parser.add_argument(
         "--celery-concurrency",
         type=ints,
-        default=[os.cpu_count() or 2],
-        help="Celery's --concurrency: processes (prefork) or threads per worker (list)",
+        default=[4],
+        help="Celery's --concurrency: threads (or processes) per worker (list)",
     )
     parser.add_argument(
         "--conversations",
