@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
+import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
@@ -49,17 +50,32 @@ os.register_at_fork(after_in_child=_forget_pool)
 
 
 async def off_loop(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-    """`fn(*args, **kwargs)` on the pool, with the caller's context (its log fields)."""
+    """`fn(*args, **kwargs)` on the pool, with the caller's log fields."""
     if INLINE.get():
         return await sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)
-    context = contextvars.copy_context()
-    call = functools.partial(context.run, _run_and_release, fn, *args, **kwargs)
+    log_fields = structlog.contextvars.get_contextvars()
+    call = functools.partial(_in_thread_context, log_fields, fn, *args, **kwargs)
     return await asyncio.get_running_loop().run_in_executor(_pool(), call)
 
 
-def _run_and_release(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+_threads = threading.local()
+
+
+def _in_thread_context(log_fields: dict, fn: Callable[P, T], /, *args, **kwargs) -> T:
+    """Each pool thread keeps one context across its calls: Django keeps its cache clients
+    in context-local storage, which a fresh context per call would build again."""
+    context = getattr(_threads, "context", None)
+    if context is None:
+        context = _threads.context = contextvars.Context()
+    return context.run(_run_and_release, log_fields, fn, *args, **kwargs)
+
+
+def _run_and_release(log_fields: dict, fn: Callable[P, T], /, *args, **kwargs) -> T:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(**log_fields)
     try:
         return fn(*args, **kwargs)
     finally:
+        structlog.contextvars.clear_contextvars()
         # With a connection pool (CONN_MAX_AGE 0) this gives the connection back to it.
         close_old_connections()
